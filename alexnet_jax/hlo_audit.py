@@ -1,0 +1,180 @@
+"""Where does the traffic go? The collectives of the compiled training step, and a check.
+
+Compiles the full training step (forward, backward, the paper's update) for a config and a
+mesh, lists every all-gather / all-reduce / reduce-scatter / collective-permute /
+all-to-all with the mesh axes it spans, the bytes of its result on each device and the
+layers its source ops belong to, and checks the paper's rule: across the 'tower' axis only
+at conv3's input and the fully connected layers (with their softmax), and across 'data'
+only reductions (gradients, loss, metrics), never a gather of the batch.
+
+  python -m alexnet_jax.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8
+  python -m alexnet_jax.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8 \
+      --config.mesh.tower=1
+
+--cpu_devices plans a mesh on forced host devices; without it the real devices are used.
+"""
+
+import dataclasses
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from jax.sharding import Mesh
+from ml_collections import config_flags
+
+from alexnet_jax import model, schedules, sharding, train_step
+
+KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'all-to-all')
+# Where the paper's GPUs communicate (§3.2, Figure 2); 'softmax' is fc8's 1000-way output.
+PAPER_EXCHANGES = ('conv3', 'fc6', 'fc7', 'fc8', 'softmax')
+LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'conv6', 'fc6', 'fc7', 'fc8',
+               'softmax')
+_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 2, 'f32': 4,
+          's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8}
+_OP = re.compile(r'=\s*(\(.*?\)|\S+)\s+(' + '|'.join(KINDS) + r')(-start)?\(')
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+  """One collective of the compiled program."""
+  kind: str
+  shapes: tuple[str, ...]  # Result shapes, e.g. ('f32[4,13,13,256]',).
+  bytes: int  # Bytes of the result on each device.
+  axes: tuple[str, ...]  # Mesh axes along which its device groups extend.
+  layers: tuple[str, ...]  # The net's layers named in its source ops' metadata.
+
+
+def _result_shapes(text: str) -> tuple[str, ...]:
+  return tuple(re.findall(r'[a-z]+\d*\[[\d,]*\]', text))
+
+
+def _shape_bytes(shape: str) -> int:
+  dtype, dims = shape.split('[')
+  return _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.rstrip(']').split(',') if d)
+
+
+def _device_groups(line: str, num_devices: int) -> list[list[int]]:
+  """The groups of partition ids a collective runs over, from any of XLA's notations."""
+  if m := re.search(r'source_target_pairs=\{([\d,{}]*)\}', line):
+    return [[int(i) for i in g.split(',')] for g in re.findall(r'\{([\d,]+)\}', m.group(1))]
+  if m := re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line):
+    axes = re.findall(r"'(\w+)'=(\d+)", m.group(1))
+    names, sizes = [a for a, _ in axes], [int(s) for _, s in axes]
+    grouped = [names.index(a) for a in re.findall(r"'(\w+)'", m.group(2))]
+    ids = np.arange(math.prod(sizes)).reshape(sizes)
+    rest = [i for i in range(len(sizes)) if i not in grouped]
+    ids = ids.transpose(rest + grouped).reshape(-1, math.prod(sizes[i] for i in grouped))
+    return ids.tolist()
+  if m := re.search(r'replica_groups=\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?', line):
+    shape = [int(d) for d in m.group(1).split(',')]
+    ids = np.arange(num_devices).reshape([int(d) for d in m.group(2).split(',')])
+    if m.group(3):
+      ids = ids.transpose([int(d) for d in m.group(3).split(',')])
+    return ids.reshape(shape).tolist()
+  if m := re.search(r'replica_groups=\{([\d,{}]*)\}', line):
+    groups = [[int(i) for i in g.split(',')] for g in re.findall(r'\{([\d,]+)\}', m.group(1))]
+    return groups or [list(range(num_devices))]
+  return [list(range(num_devices))]
+
+
+def _axes_spanned(groups: list[list[int]], mesh: Mesh) -> tuple[str, ...]:
+  """Mesh axes along which members of some group differ (partition i = mesh.devices.flat[i])."""
+  spanned = set()
+  for group in groups:
+    coords = np.array(np.unravel_index(group, mesh.devices.shape)).T
+    spanned |= {mesh.axis_names[a] for a in range(coords.shape[1])
+                if len(set(coords[:, a])) > 1}
+  return tuple(a for a in mesh.axis_names if a in spanned)
+
+
+def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
+  """Every collective in compiled HLO text (asynchronous pairs counted once, at -start)."""
+  found = []
+  for line in hlo_text.splitlines():
+    m = _OP.search(line)
+    if not m:
+      continue
+    shapes = _result_shapes(m.group(1))
+    if m.group(3):  # An async start returns (operands, results): keep the results.
+      shapes = shapes[len(shapes) // 2:]
+    op_names = ' '.join(re.findall(r'op_name="([^"]*)"', line))
+    layers = tuple(n for n in LAYER_NAMES if re.search(rf'(^|[/(:]){n}(/|$|\))', op_names))
+    found.append(Collective(
+        kind=m.group(2), shapes=shapes, bytes=sum(_shape_bytes(s) for s in shapes),
+        axes=_axes_spanned(_device_groups(line, mesh.devices.size), mesh), layers=layers))
+  return found
+
+
+def violations(collectives: list[Collective]) -> list[str]:
+  """Breaches of the paper's communication pattern, each as a sentence."""
+  found = []
+  for c in collectives:
+    where = f"{c.kind} {', '.join(c.shapes)} over {c.axes} from {c.layers or 'unnamed ops'}"
+    if 'tower' in c.axes and (not c.layers or set(c.layers) - set(PAPER_EXCHANGES)):
+      found.append(f'{where}: crosses the towers outside conv3/fc6/fc7/fc8.')
+    if 'data' in c.axes and c.kind != 'all-reduce':
+      found.append(f'{where}: moves activations between data-parallel replicas '
+                   '(only reductions of gradients, loss and metrics belong there).')
+  return found
+
+
+def format_report(collectives: list[Collective]) -> str:
+  """A table of the collectives, then totals per mesh axis."""
+  rows = [f"{'kind':<20}{'axes':<16}{'bytes/device':>14}  {'layers':<40}result"]
+  for c in collectives:
+    rows.append(f"{c.kind:<20}{'+'.join(c.axes) or '-':<16}{c.bytes:>14,}  "
+                f"{','.join(c.layers) or '-':<40}{' '.join(c.shapes)[:80]}")
+  for axis in ('tower', 'data'):
+    crossing = [c for c in collectives if axis in c.axes]
+    rows.append(f'across {axis!r}: {len(crossing)} collectives, '
+                f'{sum(c.bytes for c in crossing):,} bytes per device per step')
+  return '\n'.join(rows)
+
+
+def audit_train_step(config) -> tuple[list[Collective], Mesh]:
+  """Compiles the training step of `config` on its mesh (abstract inputs) and audits it."""
+  mesh = sharding.make_mesh(config)
+  sharding.check_batch(config.train.batch_size, mesh)
+  net = model.create_model(config)
+  step = train_step.make_train_step(config, net, mesh, schedules.make_schedule(config, 1, 1))
+  state = train_step.abstract_train_state(config, net, mesh)
+  batch_sh = sharding.batch_sharding(mesh)
+  image_shape = train_step.input_shape(config, config.train.batch_size)
+  image_dtype = jnp.float32
+  if config.data.augment_on_device:
+    image_shape = (config.train.batch_size, config.data.image_size, config.data.image_size, 3)
+    image_dtype = jnp.uint8
+  batch = {'image': jax.ShapeDtypeStruct(image_shape, image_dtype, sharding=batch_sh),
+           'label': jax.ShapeDtypeStruct(image_shape[:1], jnp.int32, sharding=batch_sh)}
+  with jax.set_mesh(mesh):
+    compiled = step.lower(state, batch, train_step.abstract_stats(config)).compile()
+  return parse_collectives(compiled.as_text(), mesh), mesh
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  if FLAGS.cpu_devices:
+    jax.config.update('jax_platforms', 'cpu')
+    jax.config.update('jax_num_cpu_devices', FLAGS.cpu_devices)
+  collectives, mesh = audit_train_step(FLAGS.config)
+  print(f"Training step of {FLAGS.config.model.layout} net, towers={FLAGS.config.model.towers}, "
+        f"mesh data={mesh.shape['data']} x tower={mesh.shape['tower']}, "
+        f'global batch {FLAGS.config.train.batch_size}:')
+  print(format_report(collectives))
+  problems = violations(collectives)
+  print('\n'.join(problems) if problems else
+        'OK: the towers exchange data only at conv3 and the fully connected layers.')
+  return 1 if problems else 0
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  flags.DEFINE_integer('cpu_devices', 0, 'Force this many host CPU devices (0: real devices).')
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

@@ -1,0 +1,257 @@
+"""The paper's net (§3.5, Figure 2) and its variants, as one Flax module.
+
+The net has two towers ("GPU 1" and "GPU 2"). Every layer's kernels are split between them:
+conv2, conv4 and conv5 see only the maps of their own tower; conv3 and the fully connected
+layers see the maps of both. Parameters keep the layout of one device holding both towers
+(a tower-local kernel is a grouped-convolution kernel, HWIO, with the towers' kernels
+consecutive along O), so a checkpoint does not depend on the mesh.
+
+On a mesh with a 'tower' axis (see sharding.py) each layer runs under `jax.shard_map`: a
+device computes its own tower's kernels as an ordinary convolution, and the only
+cross-device traffic of the forward pass is the explicit all-gather of the other tower's
+maps in front of conv3, fc6, fc7 and fc8, where the paper's GPUs communicate. (Letting
+XLA partition a grouped convolution instead gathers the whole batch; see DESIGN.md.)
+Without a mesh the same code runs both towers on one device.
+"""
+
+import dataclasses
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import lrn
+
+LAYOUTS = ('paper', 'torchvision')
+INITS = ('paper', 'caffe', 'cuda-convnet')
+REMOVABLE = ('', 'conv3', 'conv4', 'conv5')
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+  """One convolutional layer of the plan, with what follows it."""
+  name: str
+  features: int  # Kernels, over all towers.
+  kernel: int
+  stride: int
+  padding: int | str  # Zero rows/columns each side, or 'convnet' (see _convnet_padding).
+  sees_both_towers: bool  # conv3: every kernel sees the maps of both towers.
+  lrn: bool = False
+  pool: bool = False
+  paper_bias: float = 0.0  # §5: 1 in conv2, conv4, conv5 (and fc6, fc7), 0 elsewhere.
+  cuda_convnet_std: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLayer:
+  """One fully connected layer; all of them see the neurons of both towers."""
+  name: str
+  features: int
+  paper_bias: float = 0.0
+  caffe_std: float = 0.01
+  last: bool = False
+
+
+def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[DenseLayer]]:
+  """The layers of the configured variant, in order (REFERENCE §1)."""
+  if model.layout not in LAYOUTS:
+    raise ValueError(f'model.layout={model.layout!r}: use one of {LAYOUTS}.')
+  if model.remove_conv not in REMOVABLE:
+    raise ValueError(f'model.remove_conv={model.remove_conv!r}: use one of {REMOVABLE}.')
+  if model.layout == 'torchvision':
+    if model.towers != 1:
+      raise ValueError('model.layout=torchvision is a one-tower net: set model.towers=1.')
+    widths, conv1_padding, lrn_layers = (64, 192, 384, 256, 256), 2, False
+  elif model.towers == 2:  # Figure 2.
+    widths, conv1_padding, lrn_layers = (96, 256, 384, 384, 256), 'convnet', model.lrn
+  elif model.towers == 1:  # Footnote 2: half the kernels, but conv5 and the FC layers keep theirs.
+    widths, conv1_padding, lrn_layers = (48, 128, 192, 192, 256), 'convnet', model.lrn
+  else:
+    raise ValueError(f'model.towers={model.towers}: the net has 2 towers, or 1 (footnote 2).')
+  convs = [
+      ConvLayer('conv1', widths[0], 11, 4, conv1_padding, False, lrn=lrn_layers, pool=True),
+      ConvLayer('conv2', widths[1], 5, 1, 2, False, lrn=lrn_layers, pool=True, paper_bias=1.),
+      ConvLayer('conv3', widths[2], 3, 1, 1, True, cuda_convnet_std=0.03),
+      ConvLayer('conv4', widths[3], 3, 1, 1, False, paper_bias=1., cuda_convnet_std=0.03),
+      ConvLayer('conv5', widths[4], 3, 1, 1, False, pool=True, paper_bias=1.,
+                cuda_convnet_std=0.03),
+  ]
+  if model.remove_conv:  # §7: removing any middle layer costs about 2% top-1.
+    index = [c.name for c in convs].index(model.remove_conv)
+    removed = convs.pop(index)
+    if removed.pool:
+      convs[-1] = dataclasses.replace(convs[-1], pool=True)
+  if model.extra_conv6:  # Table 2's "1 CNN*": a sixth conv layer over the last pooling layer.
+    convs.append(ConvLayer('conv6', widths[4], 3, 1, 1, False, paper_bias=1.,
+                           cuda_convnet_std=0.03))
+  dense = [
+      DenseLayer('fc6', 4096, paper_bias=1., caffe_std=0.005),
+      DenseLayer('fc7', 4096, paper_bias=1., caffe_std=0.005),
+      DenseLayer('fc8', model.num_classes, last=True),
+  ]
+  return convs, dense
+
+
+def _initializers(layer: ConvLayer | DenseLayer, scheme: str):
+  """Weight and bias initialisers of one layer under an init scheme (REFERENCE §4)."""
+  if scheme not in INITS:
+    raise ValueError(f'model.init={scheme!r}: use one of {INITS}.')
+  std = 0.01
+  if scheme == 'caffe' and isinstance(layer, DenseLayer):
+    std = layer.caffe_std
+  if scheme == 'cuda-convnet' and isinstance(layer, ConvLayer):
+    std = layer.cuda_convnet_std
+  bias = layer.paper_bias
+  if scheme == 'caffe' and bias:
+    bias = 0.1  # bvlc_alexnet: "initialization to 1 gave flat loss".
+  return nn.initializers.normal(std), nn.initializers.constant(bias)
+
+
+def _convnet_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """cuda-convnet's geometry: out = 1 + ceil((size - kernel) / stride), padding at the end.
+
+  For a 224 input and conv1 (11, stride 4) that is 3 zero rows/columns at the bottom/right,
+  giving Figure 2's 55x55 (REFERENCE §2); a 227 input (Caffe) needs none.
+  """
+  out = 1 + math.ceil((size - kernel) / stride)
+  return 0, max(0, (out - 1) * stride + kernel - size)
+
+
+def _tower_mesh_size() -> int:
+  """Devices along the 'tower' axis of the mesh in context; 0 when there is no mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 0
+  if 'tower' not in mesh.axis_names or 'data' not in mesh.axis_names:
+    raise ValueError(f'The mesh in context has axes {mesh.axis_names}; alexnet_jax needs '
+                     "('data', 'tower'): build it with sharding.make_mesh.")
+  return mesh.shape['tower']
+
+
+def _per_tower(fn: Callable, in_specs, out_specs) -> Callable:
+  """fn on each device's share of the towers (shard_map), or on all of them without a mesh."""
+  if _tower_mesh_size() == 0:
+    return fn
+  return jax.shard_map(fn, in_specs=in_specs, out_specs=out_specs)
+
+
+def _gather_towers(x: jax.Array) -> jax.Array:
+  """Inside _per_tower: the maps of every tower, concatenated along the last axis."""
+  if _tower_mesh_size() > 1:
+    return jax.lax.all_gather(x, 'tower', axis=x.ndim - 1, tiled=True)
+  return x
+
+
+_MAPS = P('data', None, None, 'tower')  # Activations: batch over 'data', maps over 'tower'.
+_NEURONS = P('data', 'tower')
+
+
+class TowerConv(nn.Module):
+  """A convolutional layer whose kernels are split between the towers."""
+  layer: ConvLayer
+  towers: int
+  init_scheme: str
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array, input_split: bool) -> jax.Array:
+    """x: (batch, h, w, maps); `input_split` when x's maps belong to the towers (all but conv1)."""
+    layer = self.layer
+    in_maps = x.shape[-1]
+    per_kernel = in_maps // self.towers if input_split and not layer.sees_both_towers else in_maps
+    w_init, b_init = _initializers(layer, self.init_scheme)
+    kernel = self.param('kernel', w_init, (layer.kernel, layer.kernel, per_kernel,
+                                           layer.features))
+    bias = self.param('bias', b_init, (layer.features,))
+    if layer.padding == 'convnet':
+      padding = [_convnet_padding(x.shape[i], layer.kernel, layer.stride) for i in (1, 2)]
+    else:
+      padding = [(layer.padding, layer.padding)] * 2
+
+    def conv(x, kernel, bias):
+      if layer.sees_both_towers:
+        x = _gather_towers(x)  # conv3: the paper's GPUs exchange their maps here.
+      y = jax.lax.conv_general_dilated(
+          x.astype(self.dtype), kernel.astype(self.dtype),
+          window_strides=(layer.stride, layer.stride), padding=padding,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+          feature_group_count=x.shape[-1] // kernel.shape[2])  # Towers on this device.
+      return y + bias.astype(self.dtype)
+
+    x_spec = _MAPS if input_split else P('data')
+    return _per_tower(conv, (x_spec, P(None, None, None, 'tower'), P('tower')), _MAPS)(
+        x, kernel, bias)
+
+
+class TowerDense(nn.Module):
+  """A fully connected layer whose neurons are split between the towers; each sees all inputs."""
+  layer: DenseLayer
+  init_scheme: str
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: (batch, ...) with the towers' maps or neurons consecutive along the last axis."""
+    w_init, b_init = _initializers(self.layer, self.init_scheme)
+    kernel = self.param('kernel', w_init, (math.prod(x.shape[1:]), self.layer.features))
+    bias = self.param('bias', b_init, (self.layer.features,))
+
+    def dense(x, kernel, bias):
+      x = _gather_towers(x)  # The paper's GPUs exchange their neurons before every FC layer.
+      x = x.reshape(x.shape[0], -1)  # fc6 flattens (h, w, maps), h slowest.
+      return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+
+    in_spec = _MAPS if x.ndim == 4 else _NEURONS
+    return _per_tower(dense, (in_spec, P(None, 'tower'), P('tower')), _NEURONS)(x, kernel, bias)
+
+
+class AlexNet(nn.Module):
+  """The paper's net and its ablations; `config` is the `model` part of the config."""
+  config: ml_collections.FrozenConfigDict
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """images: (batch, h, w, 3) float pixels minus the mean. Returns float32 logits."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    activation = {'relu': nn.relu, 'tanh': jnp.tanh}.get(cfg.activation)
+    if activation is None:
+      raise ValueError(f"model.activation={cfg.activation!r}: use 'relu' or 'tanh'.")
+    if not 0.0 <= cfg.dropout_rate < 1.0:
+      raise ValueError(f'model.dropout_rate={cfg.dropout_rate}: must be in [0, 1).')
+    alpha = lrn.effective_alpha(cfg.lrn_alpha, cfg.lrn_size, cfg.lrn_alpha_convention)
+    convs, dense = layer_plan(cfg)
+
+    x = images
+    for i, layer in enumerate(convs):
+      x = TowerConv(layer, cfg.towers, cfg.init, dtype, name=layer.name)(x, input_split=i > 0)
+      x = activation(x)
+      if layer.lrn:  # §3.3, after the ReLU, inside each tower.
+        per_tower = layer.features // cfg.towers
+        normalise = lambda x: lrn.local_response_norm(  # pylint: disable=cell-var-from-loop
+            x, towers=x.shape[-1] // per_tower, size=cfg.lrn_size, k=cfg.lrn_k,
+            alpha=alpha, beta=cfg.lrn_beta)
+        x = _per_tower(normalise, _MAPS, _MAPS)(x)
+      if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
+        x = nn.max_pool(x, (cfg.pool_window,) * 2, strides=(cfg.pool_stride,) * 2)
+
+    # §4.2: dropout on the outputs of fc6 and fc7; the torchvision layout drops their inputs.
+    dropout_before = cfg.layout == 'torchvision'
+    for layer in dense:
+      if dropout_before and not layer.last:
+        x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
+      x = TowerDense(layer, cfg.init, dtype, name=layer.name)(x)
+      if not layer.last:
+        x = activation(x)
+        if not dropout_before:
+          x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
+    return x.astype(jnp.float32)
+
+
+def create_model(config: ml_collections.ConfigDict) -> AlexNet:
+  """The model of a full config (its `model` part)."""
+  return AlexNet(ml_collections.FrozenConfigDict(config.model))

@@ -1,0 +1,84 @@
+"""The device mesh ('data', 'tower') and where parameters, optimizer state and batches live.
+
+`tower` = 2 puts each of the paper's two towers on its own device (a "GPU 1" and a "GPU 2"
+per data-parallel group); `tower` = 1 runs both towers on every device. `data` splits the
+batch. Every parameter is split along its last axis (its kernels or neurons) over `tower`
+and replicated over `data`; optimizer state follows the parameters.
+"""
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ('data', 'tower')
+
+
+def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
+  """(data, tower) sizes from config.mesh, checked against the model and the device count."""
+  tower, data = config.mesh.tower, config.mesh.data
+  if tower not in (1, config.model.towers):
+    raise ValueError(
+        f'mesh.tower={tower} does not fit model.towers={config.model.towers}: use '
+        f'mesh.tower=1 (both towers on every device) or mesh.tower={config.model.towers} '
+        '(each tower on its own device).')
+  if num_devices % tower:
+    raise ValueError(f'mesh.tower={tower} does not divide the {num_devices} devices.')
+  if data == -1:
+    data = num_devices // tower
+  if data * tower != num_devices:
+    raise ValueError(
+        f'mesh.data={config.mesh.data} x mesh.tower={tower} = {data * tower} devices, but '
+        f'{num_devices} are available: set mesh.data={num_devices // tower} or mesh.data=-1.')
+  if config.model.num_classes % tower:
+    raise ValueError(
+        f'model.num_classes={config.model.num_classes} does not split over mesh.tower={tower}: '
+        "fc8's neurons are divided between the towers. Use mesh.tower=1 or an even class count.")
+  return data, tower
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  """The ('data', 'tower') mesh over `devices` (default: all devices of all processes).
+
+  A data-parallel group's two tower devices are neighbours in the device order, so that on
+  a multi-GPU host the towers of one replica exchange maps over the fastest link.
+  """
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(config, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+def check_batch(batch_size: int, mesh: Mesh, what: str = 'train.batch_size') -> None:
+  """Fails with the numbers to change if a global batch does not divide over the mesh."""
+  data = mesh.shape['data']
+  processes = jax.process_count()
+  if batch_size % data or batch_size % processes:
+    raise ValueError(
+        f'{what}={batch_size} does not divide over mesh.data={data} devices and '
+        f'{processes} processes: use a multiple of {np.lcm(data, processes)}.')
+
+
+def param_spec(leaf: jax.ShapeDtypeStruct | jax.Array) -> P:
+  """Every kernel and bias is split along its last axis (kernels/neurons) over 'tower'."""
+  return P(*(None,) * (leaf.ndim - 1), 'tower') if leaf.ndim else P()
+
+
+def state_shardings(mesh: Mesh, abstract_state):
+  """NamedShardings for a pytree of parameters or of anything shaped like them.
+
+  Leaves of parameter shape (parameters, momentum) are split over 'tower'; scalars (step,
+  learning-rate factor) are replicated.
+  """
+  return jax.tree.map(lambda leaf: NamedSharding(mesh, param_spec(leaf)), abstract_state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches: split over 'data', replicated over 'tower' (both towers see every image)."""
+  return NamedSharding(mesh, P('data'))
+
+
+def global_batch(mesh: Mesh, local_batch):
+  """Assembles each process's part of the batch into global arrays split over 'data'."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)

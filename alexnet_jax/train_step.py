@@ -1,0 +1,125 @@
+"""One training step (forward, backward, the paper's update) and the state it updates.
+
+The state is created already sharded over the mesh (parameters and momentum split over
+'tower', replicated over 'data'); the step is jitted with the state donated, so the update
+happens in place. Dropout and on-device augmentation draw their randomness from
+fold_in(seed, step): a resumed run sees the same random numbers as an uninterrupted one.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import augment, optimizer, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Updates done so far (int32).
+  params: Any
+  opt_state: Any  # The velocity of §5.
+  lr_factor: jax.Array  # The paper's plateau drops so far: 0.1 ** drops (float32).
+  first_bad_step: jax.Array  # The first step whose loss was not finite, or -1.
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+  return optimizer.paper_sgd(config.optimizer.momentum, config.optimizer.weight_decay)
+
+
+def input_shape(config: ml_collections.ConfigDict, batch: int) -> tuple[int, ...]:
+  """The shape of a batch of model inputs (crops of data.crop_size)."""
+  return (batch, config.data.crop_size, config.data.crop_size, 3)
+
+
+def _init_fn(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Callable:
+  tx = make_optimizer(config)
+
+  def init():
+    images = jnp.zeros(input_shape(config, mesh.shape['data']), jnp.float32)
+    params = model.init(jax.random.key(config.seed), images, train=False)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), lr_factor=jnp.ones((), jnp.float32),
+                      first_bad_step=jnp.full((), -1, jnp.int32))
+
+  return init
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model, mesh: Mesh):
+  """Shapes, dtypes and shardings of the state (for creating it, or restoring onto `mesh`)."""
+  with jax.set_mesh(mesh):
+    abstract = jax.eval_shape(_init_fn(config, model, mesh))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      abstract, sharding.state_shardings(mesh, abstract))
+
+
+def shardings_of(abstract_state):
+  return jax.tree.map(lambda s: s.sharding, abstract_state)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, mesh: Mesh) -> TrainState:
+  """A fresh state, initialised directly into its shardings (no host copy of 61M floats)."""
+  out_shardings = shardings_of(abstract_train_state(config, model, mesh))
+  with jax.set_mesh(mesh):
+    return jax.jit(_init_fn(config, model, mesh), out_shardings=out_shardings)()
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean negative log-probability of the labels under the softmax (§2's objective)."""
+  with jax.named_scope('softmax'):
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+
+
+def top_k_errors(logits: jax.Array, labels: jax.Array, ks=(1, 5)) -> dict[str, jax.Array]:
+  """Per-example indicators: 1 where the label is not among the k highest logits."""
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)
+  rank = jnp.sum(logits > label_logit, axis=1)  # Classes scored above the label.
+  return {f'top{k}_error': (rank >= k).astype(jnp.float32) for k in ks}
+
+
+def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
+                    schedule: Callable) -> Callable:
+  """The jitted step: (state, batch, stats) -> (state, metrics); the state is donated.
+
+  Call (and lower) it inside `jax.set_mesh(mesh)`: the model reads the mesh in context.
+
+  batch: 'image' (model inputs, or uint8 images when data.augment_on_device) and 'label',
+  split over 'data'. stats: augment.DataStats, used only for on-device augmentation.
+  """
+  tx = make_optimizer(config)
+  data = config.data
+  base_key = jax.random.key(config.seed)
+
+  def step_fn(state: TrainState, batch, stats):
+    key = jax.random.fold_in(base_key, state.step)
+    dropout_key, augment_key = jax.random.split(key)
+    images = batch['image']
+    if data.augment_on_device:
+      images = augment.device_augment(augment_key, images, stats, crop_size=data.crop_size,
+                                      flip=data.flip, pca_noise_std=data.pca_noise_std)
+
+    def loss_fn(params):
+      logits = model.apply({'params': params}, images, train=True,
+                           rngs={'dropout': dropout_key})
+      return cross_entropy(logits, batch['label']), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    lr = schedule(state.step) * state.lr_factor
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, learning_rate=lr)
+    finite = jnp.isfinite(loss)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
+                                 state.first_bad_step))
+    errors = jax.tree.map(jnp.mean, top_k_errors(logits, batch['label']))
+    return new_state, {'loss': loss, 'learning_rate': lr, **errors}
+
+  replicated = NamedSharding(mesh, P())
+  out_shardings = (shardings_of(abstract_train_state(config, model, mesh)), replicated)
+  return jax.jit(step_fn, donate_argnums=(0,), out_shardings=out_shardings)

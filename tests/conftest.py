@@ -1,0 +1,6 @@
+"""Test set-up: eight CPU devices, forced before JAX starts, for the mesh and HLO tests."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
