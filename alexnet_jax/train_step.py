@@ -15,7 +15,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import augment, optimizer, sharding
+from alexnet_jax import augment, data_stats, optimizer, sharding
 
 
 @flax.struct.dataclass
@@ -68,6 +68,17 @@ def create_train_state(config: ml_collections.ConfigDict, model, mesh: Mesh) -> 
     return jax.jit(_init_fn(config, model, mesh), out_shardings=out_shardings)()
 
 
+def abstract_stats(config: ml_collections.ConfigDict):
+  """Shapes of the data statistics the step reads: None unless data.augment_on_device."""
+  if not config.data.augment_on_device:
+    return None
+  size = config.data.image_size
+  return data_stats.DataStats(
+      mean_image=jax.ShapeDtypeStruct((size, size, 3), jnp.float32),
+      pca_eigval=jax.ShapeDtypeStruct((3,), jnp.float32),
+      pca_eigvec=jax.ShapeDtypeStruct((3, 3), jnp.float32))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean negative log-probability of the labels under the softmax (§2's objective)."""
   with jax.named_scope('softmax'):
@@ -117,7 +128,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
         opt_state=opt_state,
         first_bad_step=jnp.where((state.first_bad_step < 0) & ~finite, state.step,
                                  state.first_bad_step))
-    errors = jax.tree.map(jnp.mean, top_k_errors(logits, batch['label']))
+    with jax.named_scope('softmax'):  # Errors read fc8's outputs, split over the towers.
+      errors = jax.tree.map(jnp.mean, top_k_errors(logits, batch['label']))
     return new_state, {'loss': loss, 'learning_rate': lr, **errors}
 
   replicated = NamedSharding(mesh, P())

@@ -1,0 +1,92 @@
+"""The compiled training step moves data only where the paper's GPUs communicated."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax import hlo_audit, sharding
+from configs import default
+
+
+def audit(**mesh_fields):
+  config = default.get_config()
+  config.train.batch_size = 32
+  for name, value in mesh_fields.items():
+    setattr(config.mesh, name, value)
+  return hlo_audit.audit_train_step(config)[0]
+
+
+def test_two_towers_exchange_only_at_conv3_and_fc_layers():
+  collectives = audit(tower=2)
+  assert hlo_audit.violations(collectives) == []
+  over_towers = [c for c in collectives if c.axes == ('tower',)]
+  # Forward: each tower gathers the other's maps in front of conv3, fc6, fc7 and fc8 ...
+  gathers = {c.layers: c for c in over_towers if c.kind == 'all-gather'}
+  assert set(gathers) == {('conv3',), ('fc6',), ('fc7',), ('fc8',)}
+  # ... of its own data shard: 32 images / 4 data groups = 8, 13x13x256 maps before conv3.
+  assert gathers[('conv3',)].shapes == ('f32[8,13,13,256]',)
+  assert gathers[('fc6',)].shapes == ('f32[8,6,6,256]',)
+  # Backward: the transposes, reduce-scatters of the gradients of those maps.
+  scatters = {c.layers for c in over_towers if c.kind == 'reduce-scatter'}
+  assert scatters == {('conv3',), ('fc6',), ('fc7',), ('fc8',)}
+  # Gradients are summed over 'data' only, never over the towers.
+  over_data = [c for c in collectives if 'data' in c.axes]
+  assert over_data and all(c.kind == 'all-reduce' and c.axes == ('data',) for c in over_data)
+  gradient_bytes = sum(c.bytes for c in over_data)
+  assert gradient_bytes >= 4 * 60_965_224 // 2  # Each device sums its tower's half.
+
+
+def test_one_tower_per_device_only_reduces_gradients():
+  collectives = audit(tower=1)
+  assert hlo_audit.violations(collectives) == []
+  assert collectives and all(c.kind == 'all-reduce' and c.axes == ('data',)
+                             for c in collectives)
+  assert sum(c.bytes for c in collectives) >= 4 * 60_965_224
+
+
+def test_audit_catches_xla_partitioning_a_grouped_convolution():
+  """The trap of DESIGN.md: a grouped conv left to XLA's partitioner gathers the batch."""
+  config = default.get_config()
+  mesh = sharding.make_mesh(config)
+  x = jax.ShapeDtypeStruct((32, 27, 27, 96), jnp.float32,
+                           sharding=NamedSharding(mesh, P('data', None, None, 'tower')))
+  w = jax.ShapeDtypeStruct((5, 5, 48, 256), jnp.float32,
+                           sharding=NamedSharding(mesh, P(None, None, None, 'tower')))
+
+  def grouped(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                        feature_group_count=2).sum()
+
+  with jax.set_mesh(mesh):
+    text = jax.jit(jax.grad(grouped)).lower(x, w).compile().as_text()
+  problems = hlo_audit.violations(hlo_audit.parse_collectives(text, mesh))
+  assert any('between data-parallel replicas' in p or 'crosses the towers' in p
+             for p in problems), problems
+
+
+@pytest.mark.parametrize('groups,axes', [
+    ('replica_groups={{0,1},{2,3},{4,5},{6,7}}', ('tower',)),
+    ('replica_groups={{0,2,4,6},{1,3,5,7}}', ('data',)),
+    ('replica_groups=[4,2]<=[8]', ('tower',)),
+    ('replica_groups=[2,4]<=[4,2]T(1,0)', ('data',)),
+    ("replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_1'}", ('tower',)),
+    ("replica_groups=mesh['axis_0'=4,'axis_1'=2] {'axis_0'}", ('data',)),
+    ('replica_groups={}', ('data', 'tower')),
+    ('source_target_pairs={{0,2},{2,0}}', ('data',)),
+])
+def test_parses_every_replica_group_notation(groups, axes):
+  mesh = sharding.make_mesh(default.get_config())
+  line = (f'  %ar = (f32[4]{{0}}, bf16[2,3]{{1,0}}) all-reduce(%a, %b), channel_id=1, {groups}, '
+          'metadata={op_name="jit(f)/transpose(jvp(AlexNet))/fc7/shard_map/psum"}')
+  (c,) = hlo_audit.parse_collectives(line, mesh)
+  assert c.kind == 'all-reduce' and c.axes == axes
+  assert c.bytes == 4 * 4 + 2 * 6 and c.layers == ('fc7',)
+
+
+def test_report_lists_totals_per_axis():
+  collectives = audit(tower=2)
+  report = hlo_audit.format_report(collectives)
+  tower_line = [l for l in report.splitlines() if l.startswith("across 'tower'")][0]
+  assert int(tower_line.split(':')[1].split()[0]) == sum('tower' in c.axes for c in collectives)
