@@ -1,0 +1,263 @@
+"""Orbax checkpoints: roundtrip, data order, retention, resharding, kill safety, errors."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import grain.python as grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax.checkpointing import Checkpointer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _state(sharding=None, kernel_shape=(8, 4)):
+  """A small train state: parameters, velocity, step, RNG key and LR factor."""
+  kernel = jnp.arange(np.prod(kernel_shape), dtype=jnp.float32).reshape(kernel_shape)
+  if sharding is not None:
+    kernel = jax.device_put(kernel, sharding)
+  params = {'conv1': {'kernel': kernel, 'bias': jnp.ones(4)}}
+  return {'step': jnp.int32(7), 'params': params,
+          'opt_state': {'velocity': jax.tree.map(lambda p: -p / 10, params)},
+          'rng': jax.random.key(3), 'factor': jnp.float32(0.1)}
+
+
+def _abstract(state):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(x, y)
+
+
+def _without_rng(state):
+  return {k: v for k, v in state.items() if k != 'rng'}
+
+
+def _iterator(kind):
+  """A shuffled, augmented pipeline; both iterator kinds the input pipeline may use."""
+  source = np.arange(40)
+  if kind == 'dataset':
+    ds = (grain.MapDataset.source(source).shuffle(seed=0)
+          .random_map(lambda x, rng: x * 1000 + rng.integers(1000), seed=1).batch(4))
+    return iter(ds.to_iter_dataset())
+  return iter(grain.DataLoader(
+      data_source=source,
+      sampler=grain.IndexSampler(len(source), grain.NoSharding(), shuffle=True,
+                                 num_epochs=2, seed=0),
+      operations=[grain.Batch(4)], worker_count=0))
+
+
+@pytest.mark.parametrize('kind', ['dataset', 'dataloader'])
+def test_roundtrip_restores_state_meta_and_the_data_order(tmp_path, kind):
+  state, it = _state(), _iterator(kind)
+  for _ in range(3):
+    next(it)
+  ckpt = Checkpointer(tmp_path, keep=2, keep_best=True, async_save=True)
+  ckpt.save(5, state, it, meta={'epoch': 1.5, 'plateau': {'best': 0.4, 'num_drops': 1}})
+  expected = [next(it) for _ in range(6)]  # The iterator runs on while the save writes.
+  ckpt.close()
+
+  ckpt = Checkpointer(tmp_path, keep=2, keep_best=True, async_save=True)
+  assert ckpt.latest_step() == 5
+  fresh = _iterator(kind)
+  restored, meta = ckpt.restore(None, _abstract(state), fresh)
+  ckpt.close()
+  _assert_trees_equal(restored, state)
+  assert meta == {'epoch': 1.5, 'plateau': {'best': 0.4, 'num_drops': 1}}
+  for want in expected:
+    np.testing.assert_array_equal(next(fresh), want)
+
+
+def test_state_may_be_donated_once_save_returns(tmp_path):
+  state = _state()
+  copy = jax.tree.map(np.asarray, _without_rng(state))
+  ckpt = Checkpointer(tmp_path, keep=1, keep_best=False, async_save=True)
+  abstract = _abstract(state)
+  ckpt.save(1, state)
+  for leaf in jax.tree.leaves(_without_rng(state)):
+    leaf.delete()  # What donate_argnums does to the old state in the next train step.
+  ckpt.wait_until_finished()
+  restored, meta = ckpt.restore(1, abstract)
+  ckpt.close()
+  assert meta == {}
+  jax.tree.map(np.testing.assert_array_equal, _without_rng(restored), copy)
+
+
+def test_keeps_the_last_n_plus_the_best_by_validation_error(tmp_path):
+  state = _state()
+  ckpt = Checkpointer(tmp_path, keep=2, keep_best=True, async_save=True)
+  kept = []
+  for step, error in [(1, 0.5), (2, 0.3), (3, None), (4, 0.4), (5, None), (6, 0.6)]:
+    ckpt.save(step, state, val_top1_error=error)
+    ckpt.wait_until_finished()
+    kept.append(ckpt.all_steps())
+  assert kept == [[1], [1, 2], [2, 3], [2, 3, 4], [2, 4, 5], [2, 5, 6]]
+  assert ckpt.best_step() == 2
+  ckpt.close()
+
+  # A restarted run ranks the old checkpoints by the errors stored with them.
+  ckpt = Checkpointer(tmp_path, keep=2, keep_best=True, async_save=True)
+  ckpt.save(7, state, val_top1_error=0.35)
+  ckpt.wait_until_finished()
+  assert ckpt.all_steps() == [2, 6, 7]
+  ckpt.save(8, state, val_top1_error=0.1)
+  ckpt.wait_until_finished()
+  assert ckpt.all_steps() == [7, 8]
+  assert ckpt.best_step() == 8
+  ckpt.close()
+
+
+def test_without_keep_best_only_the_last_n_stay(tmp_path):
+  ckpt = Checkpointer(tmp_path, keep=2, keep_best=False, async_save=False)
+  for step, error in [(1, 0.1), (2, 0.5), (3, 0.6)]:
+    ckpt.save(step, _state(), val_top1_error=error)
+  assert ckpt.all_steps() == [2, 3]
+  ckpt.close()
+
+
+def test_restores_onto_a_different_mesh(tmp_path):
+  saving = jax.make_mesh((4, 2), ('data', 'tower'))
+  state = _state(NamedSharding(saving, P('data', 'tower')))
+  ckpt = Checkpointer(tmp_path, keep=1, keep_best=False, async_save=True)
+  ckpt.save(1, state)
+  ckpt.wait_until_finished()
+
+  restoring = jax.make_mesh((2, 4), ('data', 'tower'))
+  target = NamedSharding(restoring, P(None, 'data'))
+  abstract = _abstract(state)
+  abstract['params']['conv1']['kernel'] = jax.ShapeDtypeStruct((8, 4), jnp.float32,
+                                                               sharding=target)
+  restored, _ = ckpt.restore(1, abstract)
+  ckpt.close()
+  kernel = restored['params']['conv1']['kernel']
+  assert kernel.sharding == target
+  assert kernel.addressable_shards[0].data.shape == (8, 2)
+  _assert_trees_equal(restored, state)
+
+
+_KILLED_CHILD = textwrap.dedent('''
+    import os, signal, sys
+    import jax.numpy as jnp
+    from orbax.checkpoint._src.path import atomicity
+    from alexnet_jax.checkpointing import Checkpointer
+
+    directory, mode = sys.argv[1:]
+    ckpt = Checkpointer(directory, keep=3, keep_best=True, async_save=True)
+    ckpt.save(1, {'w': jnp.full((2048, 2048), 1.0)}, meta={'step': 1})
+    ckpt.wait_until_finished()
+
+    async def die(*args, **kwargs):
+      os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == 'before_rename':  # Everything written, only the final rename missing.
+      atomicity.async_path.rename = die
+    ckpt.save(2, {'w': jnp.full((2048, 2048), 2.0)}, meta={'step': 2})
+    if mode == 'after_save_returns':  # 16 MB still being written in the background.
+      os.kill(os.getpid(), signal.SIGKILL)
+    ckpt.wait_until_finished()
+    print('not killed')
+    ''')
+
+
+@pytest.mark.parametrize('mode', ['after_save_returns', 'before_rename'])
+def test_a_kill_mid_save_keeps_the_last_finished_checkpoint(tmp_path, mode):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
+  child = subprocess.run([sys.executable, '-c', _KILLED_CHILD, str(tmp_path), mode],
+                         env=env, capture_output=True, text=True, timeout=120)
+  assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+  names = {p.name for p in tmp_path.iterdir()}
+  assert '2' not in names  # Killed before step 2 was finished ...
+  if mode == 'before_rename':  # ... with all of it written to the temporary directory.
+    assert '2.orbax-checkpoint-tmp' in names
+
+  ckpt = Checkpointer(tmp_path, keep=3, keep_best=True, async_save=True)
+  assert ckpt.latest_step() == 1
+  abstract = {'w': jax.ShapeDtypeStruct((2048, 2048), jnp.float32,
+                                        sharding=jax.sharding.SingleDeviceSharding(
+                                            jax.devices()[0]))}
+  restored, meta = ckpt.restore(None, abstract)
+  np.testing.assert_array_equal(restored['w'], 1.0)
+  assert meta == {'step': 1}
+  # Opening the directory removed the unfinished save (Orbax would also replace it if the
+  # resumed run saved step 2 again).
+  ckpt.save(3, {'w': jnp.full((2048, 2048), 3.0)})
+  ckpt.close()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['1', '3']
+
+
+def test_unwritable_directory_is_named(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  expected = re.escape(f'Cannot write checkpoints to {blocker}/ckpt') + '.*--workdir'
+  with pytest.raises(PermissionError, match=expected):
+    Checkpointer(blocker / 'ckpt')
+
+
+def test_shape_mismatch_names_the_parameter_and_the_config(tmp_path):
+  ckpt = Checkpointer(tmp_path, keep=1, keep_best=False, async_save=False)
+  ckpt.save(1, _state())
+  wider = _abstract(_state(kernel_shape=(8, 6)))
+  with pytest.raises(ValueError, match=r"'params/conv1/kernel' has shape \(8, 4\) there but "
+                     r'\(8, 6\) in the current model;.* The current config differs'):
+    ckpt.restore(1, wider)
+  deeper = _abstract(_state())
+  deeper['params']['conv6'] = {'kernel': deeper['params']['conv1']['kernel']}
+  with pytest.raises(ValueError, match="'params/conv6/kernel' is missing there.*config differs"):
+    ckpt.restore(1, deeper)
+  shallower = _abstract(_state())
+  del shallower['opt_state']
+  with pytest.raises(ValueError, match="'opt_state/velocity/conv1/bias' is there but the "
+                     "current model lacks it; 'opt_state/velocity/conv1/kernel'"):
+    ckpt.restore(1, shallower)
+  ckpt.close()
+
+
+def test_missing_checkpoint_and_missing_iterator_state_are_clear(tmp_path):
+  ckpt = Checkpointer(tmp_path, keep=1, keep_best=False, async_save=False)
+  expected = 'No finished checkpoint.*' + re.escape(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=expected):
+    ckpt.restore(None, _abstract(_state()))
+  ckpt.save(1, _state())
+  with pytest.raises(FileNotFoundError, match=r'step 3 .*available: \[1\]'):
+    ckpt.restore(3, _abstract(_state()))
+  with pytest.raises(ValueError, match='no data iterator state'):
+    ckpt.restore(1, _abstract(_state()), _iterator('dataset'))
+  unplaced = _abstract(_state())
+  unplaced['factor'] = jax.ShapeDtypeStruct((), jnp.float32)
+  with pytest.raises(ValueError, match="'factor' has no sharding"):
+    ckpt.restore(1, unplaced)
+  ckpt.close()
+
+
+def test_meta_that_is_not_json_fails_at_save(tmp_path):
+  ckpt = Checkpointer(tmp_path, keep=1, keep_best=False, async_save=True)
+  with pytest.raises(TypeError, match='must be JSON-able.*float32'):
+    ckpt.save(1, _state(), meta={'error': np.float32(0.5)})
+  ckpt.close()
+  assert ckpt.all_steps() == []
+
+
+def test_read_only_restores_without_creating_or_writing(tmp_path):
+  ckpt = Checkpointer(tmp_path / 'run', keep=1, keep_best=False, async_save=False)
+  ckpt.save(1, _state())
+  ckpt.close()
+  reader = Checkpointer(tmp_path / 'run', read_only=True)
+  restored, _ = reader.restore(None, _abstract(_state()))
+  _assert_trees_equal(restored, _state())
+  assert Checkpointer(tmp_path / 'absent', read_only=True).latest_step() is None
+  assert not (tmp_path / 'absent').exists()

@@ -1,0 +1,66 @@
+"""The TensorBoard event file holds what was written; a disabled writer writes nothing."""
+
+import logging
+import re
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
+
+from alexnet_jax.metric_writer import MetricWriter
+
+
+def _read_scalars(logdir):
+  """(tag, step, value) of every scalar, parsing the TFRecord framing and CRCs by hand."""
+  (path,) = logdir.glob('events.out.tfevents.*')
+  data, scalars, offset = path.read_bytes(), [], 0
+  while offset < len(data):
+    header = data[offset:offset + 8]
+    (length,) = struct.unpack('<Q', header)
+    assert struct.unpack('<I', data[offset + 8:offset + 12])[0] == masked_crc32c(header)
+    record = data[offset + 12:offset + 12 + length]
+    crc = data[offset + 12 + length:offset + 16 + length]
+    assert struct.unpack('<I', crc)[0] == masked_crc32c(record)
+    offset += 16 + length
+    event = event_pb2.Event.FromString(record)
+    scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+  return scalars
+
+
+def test_scalars_are_readable_back_from_the_event_file(tmp_path, caplog):
+  writer = MetricWriter(tmp_path / 'tb', enabled=True)
+  with caplog.at_level(logging.INFO):
+    writer.write_scalars(1, {'train/loss': 6.9, 'train/learning_rate': jnp.float32(0.01)})
+    writer.write_scalars(2, {'train/loss': np.float32(6.5)})
+  writer.flush()
+  assert _read_scalars(tmp_path / 'tb') == [
+      ('train/loss', 1, pytest.approx(6.9)), ('train/learning_rate', 1, pytest.approx(0.01)),
+      ('train/loss', 2, pytest.approx(6.5))]
+  assert '[1] train/loss=6.9, train/learning_rate=0.01' in caplog.text
+  writer.write_scalars(3, {'eval/top1_error': 0.75})
+  writer.close()
+  assert _read_scalars(tmp_path / 'tb')[-1] == ('eval/top1_error', 3, 0.75)
+
+
+def test_a_disabled_writer_writes_nothing(tmp_path, caplog):
+  writer = MetricWriter(tmp_path / 'tb', enabled=False)
+  with caplog.at_level(logging.INFO):
+    writer.write_scalars(1, {'train/loss': 6.9})
+  writer.close()
+  assert not (tmp_path / 'tb').exists()
+  assert 'train/loss' not in caplog.text
+
+
+def test_only_process_zero_writes_by_default(tmp_path):
+  assert MetricWriter(tmp_path / 'tb').enabled  # A single process has index 0.
+
+
+def test_unwritable_logdir_is_named(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(PermissionError,
+                     match=re.escape(f'Cannot write TensorBoard events to {blocker}/tb')):
+    MetricWriter(blocker / 'tb', enabled=True)
