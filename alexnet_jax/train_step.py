@@ -24,7 +24,7 @@ class TrainState:
   params: Any
   opt_state: Any  # The velocity of §5.
   lr_factor: jax.Array  # The paper's plateau drops so far: 0.1 ** drops (float32).
-  first_bad_step: jax.Array  # The first step whose loss was not finite, or -1.
+  first_bad_step: jax.Array  # The first step whose loss or gradient was not finite, or -1.
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
@@ -87,10 +87,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def top_k_errors(logits: jax.Array, labels: jax.Array, ks=(1, 5)) -> dict[str, jax.Array]:
-  """Per-example indicators: 1 where the label is not among the k highest logits."""
-  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)
-  rank = jnp.sum(logits > label_logit, axis=1)  # Classes scored above the label.
-  return {f'top{k}_error': (rank >= k).astype(jnp.float32) for k in ks}
+  """Per-example indicators: 1 where the label is not among the k highest scores.
+
+  Ties go to the lower class index, as with argmax: a net that scores every class alike
+  is right only for class 0, never for all.
+  """
+  label_score = jnp.take_along_axis(logits, labels[:, None], axis=1)
+  lower_index = jnp.arange(logits.shape[1]) < labels[:, None]
+  # Classes ranked above the label.
+  rank = jnp.sum((logits > label_score) | ((logits == label_score) & lower_index), axis=1)
+  broken = ~jnp.isfinite(label_score[:, 0])  # NaN compares false: count it as an error.
+  return {f'top{k}_error': ((rank >= k) | broken).astype(jnp.float32) for k in ks}
 
 
 def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
@@ -122,7 +129,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     lr = schedule(state.step) * state.lr_factor
     updates, opt_state = tx.update(grads, state.opt_state, state.params, learning_rate=lr)
-    finite = jnp.isfinite(loss)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates),
         opt_state=opt_state,

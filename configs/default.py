@@ -12,6 +12,8 @@ def get_config():
   """Returns the default configuration: the paper's net and recipe on ILSVRC-2012."""
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameter init, dropout and the data order.
+  config.host_devices = 0  # If > 0: run on this many CPU devices forced on the host (the
+  #   offline demo, or trying a mesh without accelerators); 0: the real devices.
 
   # --- The net (§3, Figure 2) -------------------------------------------------------------
   config.model = model = ml_collections.ConfigDict()
@@ -71,6 +73,10 @@ def get_config():
   data.shuffle_seed = 0
   data.synthetic_train_size = 1024  # Images per split for source='synthetic'.
   data.synthetic_eval_size = 256
+  data.val_labels_file = ''  # ILSVRC-2012 validation ground truth: one wnid per line, line k
+  #   for ILSVRC2012_val_<k>.JPEG; '': the copy shipped with tensorflow-datasets.
+  data.prepare_processes = 0  # Processes converting images in `alexnet_jax.prepare`; 0: all
+  #   cores.
 
   # --- Training (§5) ------------------------------------------------------------------------
   config.train = train = ml_collections.ConfigDict()

@@ -1,0 +1,76 @@
+"""Top-1 and top-5 error on a whole split: the centre patch and the paper's ten patches.
+
+§4.1: "At test time, the network makes a prediction by extracting five 224x224 patches (the
+four corner patches and the center patch) as well as their horizontal reflections (hence
+ten patches in all), and averaging the predictions made by the network's softmax layer on
+the ten patches." Several nets (the paper's "5 CNNs", §6) are combined the same way: their
+softmax outputs are averaged. Padding rows of the last batch carry mask 0 and count nowhere,
+so every example of the split counts exactly once.
+"""
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import augment, sharding, train_step
+
+
+def _softmax_of(model, params_list: Sequence, patches: jax.Array) -> jax.Array:
+  """Softmax outputs averaged over the nets: patches (b, c, c, 3) -> (b, classes)."""
+  probs = [jax.nn.softmax(model.apply({'params': p}, patches, train=False))
+           for p in params_list]
+  return sum(probs) / len(probs)
+
+
+def _error_sums(probs: jax.Array, labels: jax.Array, mask: jax.Array, prefix: str):
+  errors = train_step.top_k_errors(probs, labels)
+  return {f'{prefix}_{name}': jnp.sum(value * mask) for name, value in errors.items()}
+
+
+def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Callable:
+  """The jitted step: (params_list, batch, stats) -> sums of errors over the batch.
+
+  batch: 'image' uint8 (b, size, size, 3), 'label', 'mask', split over 'data'. Call it
+  inside `jax.set_mesh(mesh)`.
+  """
+  crop = config.data.crop_size
+
+  def eval_fn(params_list, batch, stats):
+    mask = batch['mask'].astype(jnp.float32)
+    labels = batch['label']
+    centre = _softmax_of(model, params_list, augment.center_patch(batch['image'], stats, crop))
+    sums = {'count': jnp.sum(mask), **_error_sums(centre, labels, mask, 'centre')}
+    if config.eval.ten_patch:
+      patches = augment.ten_patches(batch['image'], stats, crop)  # (10, b, c, c, 3)
+      b = patches.shape[1]
+      # Example-major, so each device keeps the patches of its own examples.
+      per_example = jnp.swapaxes(patches, 0, 1).reshape(b * 10, crop, crop, 3)
+      probs = _softmax_of(model, params_list, per_example)
+      ten = probs.reshape(b, 10, -1).mean(axis=1)
+      sums.update(_error_sums(ten, labels, mask, 'ten_patch'))
+    return sums
+
+  return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()))
+
+
+def evaluate(eval_step: Callable, params_list: Sequence, batches, mesh: Mesh,
+             stats) -> dict[str, float]:
+  """Error rates (fractions) over all `batches` (this process's share of each).
+
+  Returns {'count', 'centre_top1_error', 'centre_top5_error'} and, with ten-patch testing,
+  'ten_patch_top1_error' and 'ten_patch_top5_error'.
+  """
+  totals = None
+  with jax.set_mesh(mesh):
+    for local_batch in batches:
+      sums = eval_step(params_list, sharding.global_batch(mesh, local_batch), stats)
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError('The evaluation split yielded no batches.')
+  totals = {k: float(np.asarray(v)) for k, v in totals.items()}
+  count = totals.pop('count')
+  return {'count': int(count), **{k: v / count for k, v in totals.items()}}

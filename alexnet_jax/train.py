@@ -1,0 +1,223 @@
+"""The training loop: train_and_evaluate(config, workdir), and evaluation of saved nets.
+
+What a run does, in order: check everything that could fail late (mesh, batch, data,
+workdir) before any long work; restore the latest checkpoint in workdir, if any, onto the
+current mesh (parameters, momentum, step, plateau schedule, data position); train with
+the paper's update, logging to the console and TensorBoard; evaluate every epoch (or
+`train.eval_every_steps`), letting the paper's plateau rule divide the learning rate (§5);
+save checkpoints; and finish with results.json. Rerunning the same command resumes.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import (checkpointing, evaluate, input_pipeline, metric_writer, model,
+                         schedules, sharding, train_step)
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite."""
+
+
+def _say(message: str) -> None:
+  """A console line from process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, config_file: str) -> str:
+  """Creates workdir (failing clearly if it cannot) and saves the resolved config there."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, config_file), 'w') as f:
+        f.write(config.to_json_best_effort(indent=2))
+  except OSError as e:
+    raise PermissionError(f'Cannot write to --workdir={workdir}: {e}. Choose a directory this '
+                          'user can create and write.') from e
+  return workdir
+
+
+def _steps(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(steps per epoch, total steps, steps between evaluations); fails if data is missing."""
+  num_train = input_pipeline.num_examples(config, config.data.train_split)
+  steps_per_epoch = max(1, num_train // config.train.batch_size)
+  total = config.train.num_steps
+  if total <= 0:
+    total = int(np.ceil(config.train.num_epochs * steps_per_epoch))
+  eval_every = config.train.eval_every_steps
+  if eval_every <= 0:
+    eval_every = steps_per_epoch
+  return steps_per_epoch, total, eval_every
+
+
+def _replicated(mesh: Mesh, tree):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _device_stats(config: ml_collections.ConfigDict, mesh: Mesh):
+  stats = input_pipeline.load_stats(config)
+  return _replicated(mesh, jax.tree.map(lambda x: np.asarray(x, np.float32), stats))
+
+
+def _eval_batches(config: ml_collections.ConfigDict):
+  return input_pipeline.create_eval_iterator(
+      config, process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def _error_table(results: dict[str, float]) -> str:
+  lines = [f"Validation, {results['count']} images   top-1 error   top-5 error"]
+  for prefix, title in (('centre', 'centre patch'), ('ten_patch', 'ten patches (§4.1)')):
+    if f'{prefix}_top1_error' in results:
+      lines.append(f"{title:<27}{100 * results[f'{prefix}_top1_error']:>10.2f}%"
+                   f"{100 * results[f'{prefix}_top5_error']:>13.2f}%")
+  return '\n'.join(lines)
+
+
+def _write_json(path: str, payload: dict) -> None:
+  if jax.process_index() == 0:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(payload, f, indent=2)
+    os.replace(tmp, path)  # Never a half-written results file.
+
+
+def _eta(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) the configured net in `workdir`; returns the final results."""
+  mesh = sharding.make_mesh(config)
+  sharding.check_batch(config.train.batch_size, mesh)
+  sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  steps_per_epoch, total_steps, eval_every = _steps(config)  # Fails early if data is missing.
+  stats = _device_stats(config, mesh)
+  workdir = _prepare_workdir(config, workdir, 'config.json')
+  net = model.create_model(config)
+  ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
+  writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
+  train_iter = input_pipeline.create_train_iterator(
+      config, process_index=jax.process_index(), process_count=jax.process_count())
+  plateau = schedules.Plateau.from_config(config)
+  history = []
+
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(None, train_step.abstract_train_state(config, net, mesh),
+                               train_iter)
+    plateau.from_state_dict(meta['plateau'])
+    history = meta['history']
+    _say(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
+  else:
+    state = train_step.create_train_state(config, net, mesh)
+  step_fn = train_step.make_train_step(
+      config, net, mesh, schedules.make_schedule(config, steps_per_epoch, total_steps))
+  eval_step = evaluate.make_eval_step(config, net, mesh)
+
+  def save(step: int, val_error: float | None = None) -> None:
+    if int(state.first_bad_step) >= 0:
+      return  # Never keep a state that has seen a non-finite loss.
+    ckpt.save(step, state, train_iter, val_top1_error=val_error,
+              meta={'plateau': plateau.state_dict(), 'history': history,
+                    'epoch': step / steps_per_epoch})
+
+  step = int(state.step)
+  _say(f'Training {config.model.layout} net ({config.model.towers} towers) on mesh '
+       f"data={mesh.shape['data']} x tower={mesh.shape['tower']}, global batch "
+       f'{config.train.batch_size}, {steps_per_epoch} steps/epoch, steps {step}..{total_steps}.')
+  if step == 0 and total_steps > 0:
+    _say('Compiling the training step (the first step takes longer)...')
+  last_time, last_step, data_wait = time.time(), step, 0.0
+  try:
+    while step < total_steps:
+      t = time.time()
+      local_batch = next(train_iter)
+      data_wait += time.time() - t
+      with jax.set_mesh(mesh):
+        state, metrics = step_fn(state, sharding.global_batch(mesh, local_batch), stats)
+      step += 1
+      if step % config.train.log_every_steps == 0 or step == total_steps or step == 1:
+        metrics = jax.device_get(metrics)
+        bad = int(state.first_bad_step)
+        if bad >= 0:
+          raise NonFiniteLossError(
+              f'The training loss became non-finite at step {bad + 1} (learning rate '
+              f"{metrics['learning_rate']:.3g}). Stopped without saving it; the last good "
+              f'checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower '
+              'optimizer.learning_rate (or check the data), then rerun to resume from it.')
+        now = time.time()
+        rate = (step - last_step) * config.train.batch_size / (now - last_time)
+        metrics.update(images_per_second=rate, data_wait_fraction=data_wait / (now - last_time))
+        writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+        _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
+             f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
+             f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
+             f'{rate:.0f} img/s ETA {_eta((total_steps - step) * config.train.batch_size / rate)}')
+        last_time, last_step, data_wait = time.time(), step, 0.0
+      if step % eval_every == 0 or step == total_steps:
+        results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config), mesh,
+                                    stats)
+        factor = plateau.update(results['centre_top1_error'])
+        state = state.replace(lr_factor=_replicated(mesh, jnp.float32(factor)))
+        history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
+        writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
+        writer.flush()
+        _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
+        save(step, results['centre_top1_error'])
+        last_time = time.time()  # Evaluation time is not training throughput.
+      elif step % config.checkpoint.every_steps == 0:
+        save(step)
+  finally:
+    ckpt.close()
+    writer.close()
+
+  final = history[-1] if history else {}
+  results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
+             'final': final, 'history': history}
+  _write_json(os.path.join(workdir, 'results.json'), results)
+  if final:
+    _say(_error_table(final))
+  return results
+
+
+def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """eval.only: errors of the checkpoint in workdir (eval.checkpoint_step, or the latest).
+
+  With eval.ensemble_workdirs, the softmax outputs of the nets in those workdirs (each its
+  best checkpoint by validation error, else its latest) are averaged (§6's "5 CNNs").
+  """
+  mesh = sharding.make_mesh(config)
+  sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  stats = _device_stats(config, mesh)
+  net = model.create_model(config)
+  abstract = train_step.abstract_train_state(config, net, mesh)
+  ensemble = [w.strip() for w in config.eval.ensemble_workdirs.split(',') if w.strip()]
+  params_list, sources = [], []
+  for directory in ensemble or [workdir]:
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(os.path.expanduser(directory), 'checkpoints'), read_only=True)
+    if ensemble:
+      step = ckpt.best_step()
+    else:
+      step = None if config.eval.checkpoint_step < 0 else config.eval.checkpoint_step
+    state, _ = ckpt.restore(step, abstract)
+    params_list.append(state.params)
+    sources.append(f'{directory} step {int(state.step)}')
+    ckpt.close()
+  _say('Evaluating ' + ', '.join(sources))
+  results = evaluate.evaluate(evaluate.make_eval_step(config, net, mesh), params_list,
+                              _eval_batches(config), mesh, stats)
+  workdir = _prepare_workdir(config, workdir, 'eval_config.json')
+  _write_json(os.path.join(workdir, 'eval_results.json'),
+              {'checkpoints': sources, 'split': config.data.eval_split, **results})
+  _say(_error_table(results))
+  return results

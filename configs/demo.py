@@ -1,0 +1,32 @@
+"""The offline demo: the whole path on a laptop CPU in a few minutes, no downloads.
+
+  python -m alexnet_jax.main --config=configs/demo.py --workdir=/tmp/demo
+
+Generated images of ten shape classes (synthetic.py) -> prepared as a TFDS ArrayRecord
+dataset -> Grain with the paper's augmentation -> the two-tower net with each tower on its
+own (forced CPU) device -> the paper's optimizer -> Orbax checkpoints -> centre and
+ten-patch evaluation -> TensorBoard events and results.json. Small images (72 px, 64 px
+crops) keep it fast; everything else is the paper's net and recipe.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.host_devices = 2  # One CPU device per tower.
+  config.mesh.tower = 2
+  config.model.num_classes = 10
+  config.data.source = 'synthetic'
+  config.data.data_dir = '~/.cache/alexnet_jax/demo_data'
+  config.data.image_size = 72
+  config.data.crop_size = 64
+  config.data.synthetic_train_size = 4000
+  config.data.synthetic_eval_size = 500
+  config.data.worker_count = 0
+  config.train.batch_size = 64
+  config.train.num_epochs = 6
+  config.train.log_every_steps = 20
+  config.eval.batch_size = 100
+  config.checkpoint.every_steps = 50
+  return config

@@ -1,0 +1,172 @@
+"""The training loop end to end on generated data, resume, evaluation, and error paths."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import (checkpointing, evaluate, input_pipeline, sharding, train,
+                         train_step)
+from configs import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('data'))
+
+
+def tiny_config(data_dir, **train_fields):
+  """The demo config, smaller: 8 forced devices as mesh (data=4, tower=2)."""
+  config = demo.get_config()
+  config.host_devices = 0  # conftest.py forces 8 CPU devices.
+  config.data.data_dir = data_dir
+  config.data.synthetic_train_size = 96
+  config.data.synthetic_eval_size = 37  # Not a multiple of the batch.
+  config.model.init = 'caffe'
+  config.optimizer.learning_rate = 0.05
+  config.train.batch_size = 16
+  config.eval.batch_size = 16
+  config.train.num_steps = 6
+  config.train.log_every_steps = 1
+  config.train.eval_every_steps = 3
+  config.checkpoint.every_steps = 2
+  config.checkpoint.async_save = False
+  for name, value in train_fields.items():
+    setattr(config.train, name, value)
+  return config
+
+
+def final_params(workdir, config):
+  net = train.model.create_model(config)
+  mesh = sharding.make_mesh(config)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  state, _ = ckpt.restore(None, train_step.abstract_train_state(config, net, mesh))
+  return int(state.step), jax.device_get(state.params)
+
+
+def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
+  config = tiny_config(data_dir)
+  # One batch of training images, no dropout: the loss must fall within six steps.
+  config.data.synthetic_train_size = 16
+  config.model.dropout_rate = 0.0
+  config.optimizer.learning_rate = 0.01
+  results = train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'mesh data=4 x tower=2' in out and 'Compiling the training step' in out
+  losses = [float(line.split(' loss ')[1].split()[0]) for line in out.splitlines()
+            if line.startswith('step ') and ' loss ' in line]
+  assert len(losses) == 6 and losses[-1] < losses[0] and np.mean(losses[3:]) < losses[0]
+  saved = json.load(open(tmp_path / 'results.json'))
+  assert saved['step'] == 6 and saved['final']['count'] == 37
+  for key in ('centre_top1_error', 'centre_top5_error', 'ten_patch_top1_error',
+              'ten_patch_top5_error'):
+    assert 0.0 <= saved['final'][key] <= 1.0
+  assert [h['step'] for h in saved['history']] == [3, 6]
+  assert results['final'] == saved['final']
+  assert json.load(open(tmp_path / 'config.json'))['mesh']['tower'] == 2
+  assert glob.glob(str(tmp_path / 'tensorboard' / 'events*'))
+  steps = sorted(int(os.path.basename(p)) for p in glob.glob(str(tmp_path / 'checkpoints' / '*'))
+                 if os.path.basename(p).isdigit())
+  assert steps[-1] == 6
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+  straight = tiny_config(data_dir)
+  train.train_and_evaluate(straight, str(tmp_path / 'straight'))
+  first_half = tiny_config(data_dir, num_steps=3)
+  train.train_and_evaluate(first_half, str(tmp_path / 'resumed'))
+  assert final_params(tmp_path / 'resumed', first_half)[0] == 3
+  train.train_and_evaluate(tiny_config(data_dir), str(tmp_path / 'resumed'))
+  step_a, params_a = final_params(tmp_path / 'straight', straight)
+  step_b, params_b = final_params(tmp_path / 'resumed', straight)
+  assert step_a == step_b == 6
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(a, b)  # Bitwise: same data order, dropout and updates.
+
+
+class IgnoresInput(nn.Module):
+  """Scores the classes by fixed numbers, whatever the image."""
+
+  @nn.compact
+  def __call__(self, images, *, train):
+    scores = self.param('scores', lambda key: jnp.arange(10.0) % 4)
+    return jnp.broadcast_to(scores, (images.shape[0], 10))
+
+
+def test_ten_patch_of_input_ignoring_net_equals_centre_and_counts_each_example(data_dir):
+  config = tiny_config(data_dir)
+  mesh = sharding.make_mesh(config)
+  input_pipeline.num_examples(config, 'validation')  # Generates the data if needed.
+  stats = jax.device_put(input_pipeline.load_stats(config))
+  net = IgnoresInput()
+  params = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
+  step = evaluate.make_eval_step(config, net, mesh)
+  batches = input_pipeline.create_eval_iterator(config)
+  results = evaluate.evaluate(step, [params], batches, mesh, stats)
+  labels = np.concatenate([b['label'][b['mask']]
+                           for b in input_pipeline.create_eval_iterator(config)])
+  assert results['count'] == len(labels) == 37
+  # Scores 3 for classes 3 and 7: argmax (ties to the lower index) is class 3.
+  assert results['centre_top1_error'] == pytest.approx(1 - np.mean(labels == 3))
+  in_top5 = np.isin(labels, [3, 7, 2, 6, 1])  # Scores 3, 3, 2, 2, 1 (index breaks ties).
+  assert results['centre_top5_error'] == pytest.approx(1 - np.mean(in_top5))
+  assert results['ten_patch_top1_error'] == results['centre_top1_error']
+  assert results['ten_patch_top5_error'] == results['centre_top5_error']
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
+  train.train_and_evaluate(tiny_config(data_dir, num_steps=2), str(tmp_path))
+  config.optimizer.learning_rate = 1e12  # Step 3 sends the weights far; step 4's loss is inf.
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'non-finite at step \d+ .*last good checkpoint is step 2'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert final_params(tmp_path, config)[0] == 2
+
+
+def test_missing_data_says_what_to_download(tmp_path):
+  config = tiny_config(str(tmp_path))
+  config.data.source = 'imagenet2012'
+  config.data.manual_dir = str(tmp_path / 'manual')
+  with pytest.raises(FileNotFoundError, match='ILSVRC2012_img_train.tar.*alexnet_jax.prepare'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')  # Failed before touching the workdir.
+
+
+@pytest.mark.parametrize('section,field,value,message', [
+    ('mesh', 'data', 3, r'mesh.data=3 x mesh.tower=2 = 6 devices, but 8 are available'),
+    ('train', 'batch_size', 18, r'train.batch_size=18 does not divide over mesh.data=4'),
+    ('eval', 'batch_size', 10, r'eval.batch_size=10 does not divide over mesh.data=4'),
+])
+def test_mesh_and_batch_errors_come_first(data_dir, tmp_path, section, field, value, message):
+  config = tiny_config(data_dir)
+  setattr(getattr(config, section), field, value)
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_unwritable_workdir(data_dir, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  with pytest.raises(PermissionError, match=r'Cannot write to --workdir=.*a_file/run'):
+    train.train_and_evaluate(tiny_config(data_dir), str(blocker / 'run'))
+
+
+def test_bad_override_is_rejected_by_the_command_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/demo.py',
+       f'--workdir={tmp_path}', '--config.model.lrnn=False'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert 'lrnn' in proc.stderr
+  assert not os.listdir(tmp_path)
