@@ -3,7 +3,8 @@
 One checkpoint per saved step, in `<directory>/<step>/`:
 
   state/  the train-state pytree (parameters, optimizer state, step, RNG, LR factor)
-  data/   the Grain iterator position, one `process_<i>-of-<n>.json` per process
+  data/   the Grain iterator position, one `process_<i>-of-<n>.json` per process (only a
+          run with the same number of processes n can restore it: `data_process_count`)
   meta/   a JSON dict chosen by the caller (epoch, plateau schedule state, ...)
   metrics/ the validation top-1 error, which ranks checkpoints for `keep_best`
 
@@ -171,6 +172,18 @@ class Checkpointer:
     """All finished checkpoint steps, ascending."""
     return sorted(self._manager.all_steps())
 
+  def data_process_count(self, step: int) -> int | None:
+    """How many processes saved their data iterator position at `step`; None if none did.
+
+    Each process's position is its own file, `data/process_<i>-of-<n>.json`: restoring it
+    needs the same n (and worker count). The state restores onto any mesh.
+    """
+    data = self.directory / str(step) / 'data'
+    if not data.exists():
+      return None
+    counts = {int(path.stem.rsplit('-of-', 1)[1]) for path in data.glob('process_*-of-*.json')}
+    return counts.pop() if len(counts) == 1 else None
+
   def restore(self, step: int | None, abstract_state: Any, data_iterator=None):
     """Restores a checkpoint onto the shardings given in `abstract_state`.
 
@@ -208,9 +221,15 @@ class Checkpointer:
     self._check_matches(step, saved['state'].tree, abstract_state)
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     if data_iterator is not None:
-      if not (self.directory / str(step) / 'data').exists():
+      saved_count = self.data_process_count(step)
+      if saved_count is None:
         raise ValueError(f'Checkpoint {self.directory / str(step)} holds no data iterator '
                          'state; restore it with data_iterator=None.')
+      if saved_count != jax.process_count():
+        raise ValueError(
+            f'Checkpoint {self.directory / str(step)} holds the data iterator positions of '
+            f'{saved_count} processes, but this run has {jax.process_count()}: restore it '
+            'with data_iterator=None and position the new iterators yourself.')
       items['data'] = grain.PyGrainCheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored['state'], restored['meta']

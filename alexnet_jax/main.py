@@ -6,20 +6,32 @@
   python -m alexnet_jax.main --config=configs/ilsvrc2012.py --workdir=runs/alexnet \
       --config.eval.only=True
 
-Only parses flags and calls the library (train.py).
+Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine) join
+one job at start-up (distributed.py). Only parses flags and calls the library (train.py).
 """
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import train
+from alexnet_jax import distributed, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and results go.')
 flags.mark_flags_as_required(['config', 'workdir'])
+# Multi-process jobs (distributed.py says where each fact comes from when not given).
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, where the '
+                    'processes meet; default $JAX_COORDINATOR_ADDRESS or detected.')
+flags.DEFINE_integer('num_processes', None, 'Processes in the job; default '
+                     '$JAX_NUM_PROCESSES, SLURM_NTASKS, or detected with --distributed.')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1; default '
+                     '$JAX_PROCESS_ID, $JOB_COMPLETION_INDEX, SLURM_PROCID or detected.')
+flags.DEFINE_bool('distributed', None, 'True: always call jax.distributed.initialize, '
+                  'detecting what is not given (Cloud TPU pod slices need this); False: '
+                  'never; unset: when the flags or environment say there are several '
+                  'processes.')
 
 
 def main(argv):
@@ -28,7 +40,10 @@ def main(argv):
   config = FLAGS.config
   if config.host_devices > 0:  # Before JAX starts its backends.
     jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', config.host_devices)
+    jax.config.update('jax_num_cpu_devices', config.host_devices)  # Per process.
+  distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                         num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                         distributed=FLAGS.distributed)  # Before any JAX computation.
   logging.info('Config:\n%s', config)
   if config.eval.only:
     train.evaluate_checkpoints(config, FLAGS.workdir)

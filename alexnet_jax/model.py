@@ -15,6 +15,7 @@ Without a mesh the same code runs both towers on one device.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -146,6 +147,11 @@ def _gather_towers(x: jax.Array) -> jax.Array:
   return x
 
 
+def _normalise_towers(x: jax.Array, *, maps_per_tower: int, **lrn_args) -> jax.Array:
+  """LRN of the towers on this device, each over its own maps only."""
+  return lrn.local_response_norm(x, towers=x.shape[-1] // maps_per_tower, **lrn_args)
+
+
 _MAPS = P('data', None, None, 'tower')  # Activations: batch over 'data', maps over 'tower'.
 _NEURONS = P('data', 'tower')
 
@@ -231,10 +237,9 @@ class AlexNet(nn.Module):
       x = TowerConv(layer, cfg.towers, cfg.init, dtype, name=layer.name)(x, input_split=i > 0)
       x = activation(x)
       if layer.lrn:  # §3.3, after the ReLU, inside each tower.
-        per_tower = layer.features // cfg.towers
-        normalise = lambda x: lrn.local_response_norm(  # pylint: disable=cell-var-from-loop
-            x, towers=x.shape[-1] // per_tower, size=cfg.lrn_size, k=cfg.lrn_k,
-            alpha=alpha, beta=cfg.lrn_beta)
+        normalise = functools.partial(
+            _normalise_towers, maps_per_tower=layer.features // cfg.towers, size=cfg.lrn_size,
+            k=cfg.lrn_k, alpha=alpha, beta=cfg.lrn_beta)
         x = _per_tower(normalise, _MAPS, _MAPS)(x)
       if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
         x = nn.max_pool(x, (cfg.pool_window,) * 2, strides=(cfg.pool_stride,) * 2)

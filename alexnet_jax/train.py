@@ -6,16 +6,24 @@ current mesh (parameters, momentum, step, plateau schedule, data position); trai
 the paper's update, logging to the console and TensorBoard; evaluate every epoch (or
 `train.eval_every_steps`), letting the paper's plateau rule divide the learning rate (§5);
 save checkpoints; and finish with results.json. Rerunning the same command resumes.
+
+With several processes (launch/), every process runs this same loop on its own share of
+each batch; only process 0 prints, writes TensorBoard events, config.json and results.json;
+all of them write and read each checkpoint. A resume may use another number of processes
+and another mesh: the state is restored onto the new mesh, and each process's data stream
+restarts at the batch the checkpoint's step had reached (see `_resume`).
 """
 
 import json
 import os
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import (checkpointing, evaluate, input_pipeline, metric_writer, model,
@@ -44,6 +52,19 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, config_fil
     raise PermissionError(f'Cannot write to --workdir={workdir}: {e}. Choose a directory this '
                           'user can create and write.') from e
   return workdir
+
+
+def _ready_data(config: ml_collections.ConfigDict) -> None:
+  """Makes sure the data and its statistics exist, process 0 first; fails if they cannot.
+
+  A 'synthetic' source and its statistics are written on first use: processes sharing a
+  disk must not write them at once, so the others wait until process 0 has.
+  """
+  if jax.process_index() == 0:
+    input_pipeline.num_examples(config, config.data.train_split)
+    input_pipeline.load_stats(config)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('alexnet_jax: data ready')
 
 
 def _steps(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -95,12 +116,36 @@ def _eta(seconds: float) -> str:
   return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
 
 
+def _resume(ckpt: checkpointing.Checkpointer, abstract_state, train_iter):
+  """Restores the latest checkpoint onto this run's mesh and positions the data stream.
+
+  Saved by as many processes as this run has: each process's Grain iterator is restored
+  exactly. Saved by another number: the state (parameters, momentum, step, learning-rate
+  factor) is restored all the same, and each process's stream is set to batch `step` of
+  its share: the training loop takes one batch per step, and global batch k holds the
+  same images (with the same augmentation) for any number of processes
+  (input_pipeline.py), so the run goes on with the images it would have seen.
+  """
+  step = ckpt.latest_step()
+  saved_count = ckpt.data_process_count(step)
+  if saved_count == jax.process_count():
+    return ckpt.restore(step, abstract_state, train_iter)
+  state, meta = ckpt.restore(step, abstract_state)
+  grain.experimental.set_next_index(train_iter, int(state.step))
+  _say(f'The checkpoint at step {step} was saved by {saved_count or "unknown"} processes and '
+       f'this run has {jax.process_count()}: the data iterators start afresh at batch '
+       f'{int(state.step)} of each process\'s share (the same images per step; their order '
+       'within a batch, and so the dropout masks they meet, differ).')
+  return state, meta
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) the configured net in `workdir`; returns the final results."""
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.train.batch_size, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
-  steps_per_epoch, total_steps, eval_every = _steps(config)  # Fails early if data is missing.
+  _ready_data(config)  # Fails early if data is missing.
+  steps_per_epoch, total_steps, eval_every = _steps(config)
   stats = _device_stats(config, mesh)
   workdir = _prepare_workdir(config, workdir, 'config.json')
   net = model.create_model(config)
@@ -109,13 +154,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = input_pipeline.create_train_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())
   plateau = schedules.Plateau.from_config(config)
-  history = []
+  history, train_history = [], []  # Evaluations; the loss at each logged step.
 
   if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(None, train_step.abstract_train_state(config, net, mesh),
-                               train_iter)
+    state, meta = _resume(ckpt, train_step.abstract_train_state(config, net, mesh),
+                          train_iter)
     plateau.from_state_dict(meta['plateau'])
     history = meta['history']
+    train_history = meta.get('train_history', [])  # Absent in checkpoints before it.
     _say(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
   else:
     state = train_step.create_train_state(config, net, mesh)
@@ -128,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return  # Never keep a state that has seen a non-finite loss.
     ckpt.save(step, state, train_iter, val_top1_error=val_error,
               meta={'plateau': plateau.state_dict(), 'history': history,
-                    'epoch': step / steps_per_epoch})
+                    'train_history': train_history, 'epoch': step / steps_per_epoch})
 
   step = int(state.step)
   _say(f'Training {config.model.layout} net ({config.model.towers} towers) on mesh '
@@ -158,6 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rate = (step - last_step) * config.train.batch_size / (now - last_time)
         metrics.update(images_per_second=rate, data_wait_fraction=data_wait / (now - last_time))
         writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+        train_history.append({'step': step, 'loss': float(metrics['loss'])})
         _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
              f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
              f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
@@ -182,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   final = history[-1] if history else {}
   results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
-             'final': final, 'history': history}
+             'final': final, 'history': history, 'train_history': train_history}
   _write_json(os.path.join(workdir, 'results.json'), results)
   if final:
     _say(_error_table(final))
@@ -197,6 +244,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   """
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  _ready_data(config)
   stats = _device_stats(config, mesh)
   net = model.create_model(config)
   abstract = train_step.abstract_train_state(config, net, mesh)
