@@ -33,6 +33,8 @@ def tiny_config(data_dir, **train_fields):
   config.data.synthetic_eval_size = 37  # Not a multiple of the batch.
   config.model.init = 'caffe'
   config.optimizer.learning_rate = 0.05
+  config.optimizer.schedule = 'plateau'  # The paper's schedule, its state in checkpoints.
+  config.optimizer.plateau_patience = 1
   config.train.batch_size = 16
   config.eval.batch_size = 16
   config.train.num_steps = 6
