@@ -111,31 +111,46 @@ def _write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)  # Never a half-written results file.
 
 
+@jax.jit
+def _all_finite(params) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+
+
 def _eta(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
 
 
-def _resume(ckpt: checkpointing.Checkpointer, abstract_state, train_iter):
+def _resume(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
+            abstract_state, train_iter):
   """Restores the latest checkpoint onto this run's mesh and positions the data stream.
 
   Saved by as many processes as this run has: each process's Grain iterator is restored
   exactly. Saved by another number: the state (parameters, momentum, step, learning-rate
-  factor) is restored all the same, and each process's stream is set to batch `step` of
-  its share: the training loop takes one batch per step, and global batch k holds the
-  same images (with the same augmentation) for any number of processes
-  (input_pipeline.py), so the run goes on with the images it would have seen.
+  factor) is restored all the same, and each process's stream is moved to batch `step` of
+  its share: the loop takes one batch per step, and global batch k holds the same images
+  (with the same augmentation) for any number of processes (input_pipeline.py), so the
+  run goes on with the images it would have seen. Grain cannot move an iterator read by
+  worker processes (data.worker_count > 0) without reading up to there; such a stream
+  starts again at its first batch instead, which the log says.
   """
   step = ckpt.latest_step()
   saved_count = ckpt.data_process_count(step)
   if saved_count == jax.process_count():
     return ckpt.restore(step, abstract_state, train_iter)
   state, meta = ckpt.restore(step, abstract_state)
-  grain.experimental.set_next_index(train_iter, int(state.step))
-  _say(f'The checkpoint at step {step} was saved by {saved_count or "unknown"} processes and '
-       f'this run has {jax.process_count()}: the data iterators start afresh at batch '
-       f'{int(state.step)} of each process\'s share (the same images per step; their order '
-       'within a batch, and so the dropout masks they meet, differ).')
+  message = (f'The checkpoint at step {step} was saved by {saved_count or "unknown"} '
+             f'processes and this run has {jax.process_count()}: ')
+  try:
+    grain.experimental.set_next_index(train_iter, int(state.step))
+    _say(message + f'the data iterators start afresh at batch {int(state.step)} of each '
+         "process's share (the same images per step; their order within a batch, and so "
+         'the dropout masks they meet, differ).')
+  except NotImplementedError:  # Raised before the iterator is touched.
+    _say(message + f'the data iterators (read by data.worker_count={config.data.worker_count} '
+         'worker processes, which cannot skip ahead) start again at the first batch of '
+         "each process's share: the images of the first "
+         f'{int(state.step)} steps come again, the step count and schedule go on.')
   return state, meta
 
 
@@ -157,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   history, train_history = [], []  # Evaluations; the loss at each logged step.
 
   if ckpt.latest_step() is not None:
-    state, meta = _resume(ckpt, train_step.abstract_train_state(config, net, mesh),
+    state, meta = _resume(config, ckpt, train_step.abstract_train_state(config, net, mesh),
                           train_iter)
     plateau.from_state_dict(meta['plateau'])
     history = meta['history']
@@ -165,13 +180,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _say(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
   else:
     state = train_step.create_train_state(config, net, mesh)
-  step_fn = train_step.make_train_step(
-      config, net, mesh, schedules.make_schedule(config, steps_per_epoch, total_steps))
+  schedule = schedules.make_schedule(config, steps_per_epoch, total_steps)
+  step_fn = train_step.make_train_step(config, net, mesh, schedule)
   eval_step = evaluate.make_eval_step(config, net, mesh)
 
+  def stop_if_not_finite(step: int) -> None:
+    """Raises, naming the step, once the loss or the weights are NaN or infinite."""
+    bad = int(state.first_bad_step)
+    if bad < 0 and bool(_all_finite(state.params)):
+      return
+    where = f'at step {bad + 1}' if bad >= 0 else f'by step {step} (the weights)'
+    lr = float(schedule(step - 1) * state.lr_factor)
+    raise NonFiniteLossError(
+        f'The training loss became non-finite {where} (learning rate {lr:.3g}). Stopped '
+        f'without saving it; the last good checkpoint is step {ckpt.latest_step()} in '
+        f'{ckpt.directory}. Lower optimizer.learning_rate (or check the data), then '
+        'rerun to resume from it.')
+
   def save(step: int, val_error: float | None = None) -> None:
-    if int(state.first_bad_step) >= 0:
-      return  # Never keep a state that has seen a non-finite loss.
+    stop_if_not_finite(step)  # Never keep a broken state.
     ckpt.save(step, state, train_iter, val_top1_error=val_error,
               meta={'plateau': plateau.state_dict(), 'history': history,
                     'train_history': train_history, 'epoch': step / steps_per_epoch})
@@ -193,13 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       step += 1
       if step % config.train.log_every_steps == 0 or step == total_steps or step == 1:
         metrics = jax.device_get(metrics)
-        bad = int(state.first_bad_step)
-        if bad >= 0:
-          raise NonFiniteLossError(
-              f'The training loss became non-finite at step {bad + 1} (learning rate '
-              f"{metrics['learning_rate']:.3g}). Stopped without saving it; the last good "
-              f'checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower '
-              'optimizer.learning_rate (or check the data), then rerun to resume from it.')
+        stop_if_not_finite(step)
         now = time.time()
         rate = (step - last_step) * config.train.batch_size / (now - last_time)
         metrics.update(images_per_second=rate, data_wait_fraction=data_wait / (now - last_time))
