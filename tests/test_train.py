@@ -80,6 +80,22 @@ def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
                  if os.path.basename(p).isdigit())
   assert steps[-1] == 6
 
+  # eval.only on the latest checkpoint repeats the final evaluation.
+  config.eval.only = True
+  again = train.evaluate_checkpoints(config, str(tmp_path))
+  assert again == {k: saved['final'][k] for k in again}
+  assert set(again) >= {'count', 'centre_top1_error', 'ten_patch_top5_error'}
+  assert json.load(open(tmp_path / 'eval_results.json'))['count'] == 37
+  # An ensemble of a net with itself averages two equal softmaxes: the same errors as the
+  # net alone, at the checkpoint an ensemble picks (the best by validation error).
+  best = checkpointing.Checkpointer(tmp_path / 'checkpoints', read_only=True).best_step()
+  config.eval.checkpoint_step = best
+  alone = train.evaluate_checkpoints(config, str(tmp_path))
+  config.eval.ensemble_workdirs = f'{tmp_path},{tmp_path}'
+  pair = train.evaluate_checkpoints(config, str(tmp_path / 'pair'))
+  assert pair == alone
+  assert 'eval_config.json' in os.listdir(tmp_path / 'pair')
+
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
   straight = tiny_config(data_dir)
