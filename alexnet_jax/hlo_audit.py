@@ -125,8 +125,11 @@ def format_report(collectives: list[Collective]) -> str:
   """A table of the collectives, then totals per mesh axis."""
   rows = [f"{'kind':<20}{'axes':<16}{'bytes/device':>14}  {'layers':<40}result"]
   for c in collectives:
+    layers = ','.join(c.layers) or '-'
+    if len(layers) > 38:
+      layers = layers[:35] + '...'
     rows.append(f"{c.kind:<20}{'+'.join(c.axes) or '-':<16}{c.bytes:>14,}  "
-                f"{','.join(c.layers) or '-':<40}{' '.join(c.shapes)[:80]}")
+                f"{layers:<40}{' '.join(c.shapes)[:80]}")
   for axis in ('tower', 'data'):
     crossing = [c for c in collectives if axis in c.axes]
     rows.append(f'across {axis!r}: {len(crossing)} collectives, '

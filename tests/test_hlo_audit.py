@@ -1,5 +1,9 @@
 """The compiled training step moves data only where the paper's GPUs communicated."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -90,3 +94,15 @@ def test_report_lists_totals_per_axis():
   report = hlo_audit.format_report(collectives)
   tower_line = [l for l in report.splitlines() if l.startswith("across 'tower'")][0]
   assert int(tower_line.split(':')[1].split()[0]) == sum('tower' in c.axes for c in collectives)
+
+
+def test_command_line_prints_the_table_and_passes(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.hlo_audit', '--config=configs/ilsvrc2012.py',
+       '--cpu_devices=4', '--config.train.batch_size=8'],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'mesh data=2 x tower=2' in proc.stdout
+  assert 'OK: the towers exchange data only at conv3' in proc.stdout
+  assert "across 'tower': 12 collectives" in proc.stdout

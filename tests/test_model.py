@@ -1,5 +1,9 @@
 """The net of REFERENCE §1: parameter counts of every variant, layer shapes, init, dropout."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,3 +167,12 @@ def test_tanh_and_pooling_ablations_change_the_net_but_not_the_shapes():
 def test_bad_model_fields_name_the_field(fields, message):
   with pytest.raises(ValueError, match=message):
     small_net(**fields)
+
+
+def test_summary_command_takes_overrides():
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.summary', '--config=configs/ilsvrc2012.py',
+       '--config.model.towers=1'], cwd=repo, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.splitlines()[-1].split()[1:] == ['59,798,312', '391,514,384']
