@@ -1,0 +1,107 @@
+"""The training set's mean image (§2) and RGB PCA (§4.1): cached beside the data, loaded.
+
+One job. `write_stats` turns sums over the training split (collected by
+input_pipeline.compute_stats) into `alexnet_stats_<split>_<size>px.npz` in the prepared
+dataset's directory; `load_stats` turns the config's choices (`data.mean`,
+`data.pca_stats`) into a `DataStats`.
+
+Pixel scale. The net eats pixels on the 0..255 scale. The published ImageNet PCA
+eigenpairs are defined for pixels in [0, 1]; the colour noise `eigvec @ (alpha * eigval)`
+is computed on that scale and multiplied by 255 (REFERENCE §5), so `DataStats.pca_eigval`
+holds 255 * the [0, 1]-scale eigenvalues and noise = `eigvec @ (alpha * pca_eigval)`
+directly on the 0..255 scale. PCA computed over a dataset follows the same convention:
+the covariance of its [0, 1] pixels, eigenvalues times 255.
+"""
+
+import os
+from typing import NamedTuple
+
+from absl import logging
+import numpy as np
+
+from alexnet_jax import datasets
+
+# Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; REFERENCE §5).
+IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
+# ImageNet RGB PCA for pixels in [0, 1] (REFERENCE §5): eigenvalues, eigenvectors as columns.
+IMAGENET_PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
+IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                                [-0.5808, -0.0045, -0.8140],
+                                [-0.5836, -0.6948, 0.4203]])
+
+
+class DataStats(NamedTuple):
+  """What the augmentation subtracts and adds; a pytree, so it can enter a jitted step."""
+  mean_image: np.ndarray  # float32 (image_size, image_size, 3), 0..255 scale.
+  pca_eigval: np.ndarray  # float32 (3,), 255 x the eigenvalues of [0, 1] pixels.
+  pca_eigvec: np.ndarray  # float32 (3, 3), columns are the eigenvectors.
+
+
+def stats_path(config) -> str:
+  d = config.data
+  return os.path.join(datasets.dataset_dir(config),
+                      f'alexnet_stats_{d.train_split}_{d.image_size}px.npz')
+
+
+def write_stats(config, count: int, image_sum: np.ndarray, pixel_sum: np.ndarray,
+                outer_sum: np.ndarray) -> str:
+  """Turns sums over `count` training images into the cached file; returns its path.
+
+  Args:
+    config: the config (names the file).
+    count: number of images summed.
+    image_sum: float64 `(size, size, 3)`, the sum of the images (0..255).
+    pixel_sum: float64 `(3,)`, the sum of all RGB pixel values on the [0, 1] scale.
+    outer_sum: float64 `(3, 3)`, the sum of the outer products of those pixel values.
+  """
+  pixels = count * config.data.image_size ** 2
+  mean_pixel = pixel_sum / pixels
+  covariance = outer_sum / pixels - np.outer(mean_pixel, mean_pixel)
+  eigval, eigvec = np.linalg.eigh(covariance)
+  order = np.argsort(eigval)[::-1]
+  path = stats_path(config)
+  np.savez(path + '.incomplete.npz', mean_image=(image_sum / count).astype(np.float32),
+           pca_eigval=eigval[order], pca_eigvec=eigvec[:, order], num_images=count)
+  os.replace(path + '.incomplete.npz', path)
+  logging.info('Wrote %s: mean RGB %s, PCA eigenvalues ([0, 1] pixels) %s', path,
+               np.round(mean_pixel * 255, 2), np.round(eigval[order], 5))
+  return path
+
+
+def _cached(config) -> dict[str, np.ndarray]:
+  path = stats_path(config)
+  if not os.path.exists(path):
+    raise datasets.DataMissingError(
+        f'No cached training-set statistics at {path} (needed by data.mean='
+        f'{config.data.mean!r}, data.pca_stats={config.data.pca_stats!r}). Run: '
+        'python -m alexnet_jax.prepare --config=<your config file> [the same '
+        "--config.data.* overrides], or set data.mean='imagenet' and "
+        "data.pca_stats='imagenet' to use the published constants.")
+  with np.load(path) as f:
+    return dict(f)
+
+
+def load_stats(config) -> DataStats:
+  """The mean image and PCA eigenpairs `config` asks for (see the module docstring)."""
+  d = config.data
+  size = d.image_size
+  if 'dataset' in (d.mean, d.pca_stats):
+    datasets.dataset_info(config)  # Missing data: say so before the statistics.
+    cached = _cached(config)
+  if d.mean == 'dataset':
+    mean_image = cached['mean_image']
+  elif d.mean == 'imagenet':
+    mean_image = np.broadcast_to(IMAGENET_MEAN_RGB, (size, size, 3))
+  elif d.mean == 'none':
+    mean_image = np.zeros((size, size, 3))
+  else:
+    raise ValueError(f"data.mean={d.mean!r}: expected 'dataset', 'imagenet' or 'none'.")
+  if d.pca_stats == 'imagenet':
+    eigval, eigvec = IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC
+  elif d.pca_stats == 'dataset':
+    eigval, eigvec = cached['pca_eigval'], cached['pca_eigvec']
+  else:
+    raise ValueError(f"data.pca_stats={d.pca_stats!r}: expected 'imagenet' or 'dataset'.")
+  return DataStats(np.array(mean_image, np.float32),
+                   np.asarray(eigval * 255, np.float32),
+                   np.asarray(eigvec, np.float32))

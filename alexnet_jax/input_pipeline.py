@@ -1,0 +1,292 @@
+"""Grain input pipelines: the training stream and the evaluation pass, per process.
+
+One job: turn a prepared split (datasets.py) into batches of numpy arrays for this
+process. The training pipeline is a global shuffle (data.shuffle_seed) repeated forever,
+the §4.1 augmentation drawn per image from config.seed and the image's position in the
+global stream, then this process's every `process_count`-th image: so the batches do not
+depend on the number of processes or workers, and every process's slice of an epoch is
+disjoint from the others'. Its iterator state (`get_state()`/`set_state()`, JSON-able)
+goes into checkpoints with grain's `PyGrainCheckpointSave`/`PyGrainCheckpointRestore`;
+it depends on `data.worker_count`, which is why that is fixed in the config.
+
+Two places for the augmentation (`data.augment_on_device`): on the host, Grain workers
+decode, crop and reflect, shipping uint8 patches, and this process turns them into
+float32 minus the mean plus colour noise; on the device, the workers only decode and
+ship uint8 `image_size` images, and the jitted step calls `augment.device_augment`
+(same distribution; the host CPU then does nothing but JPEG decoding).
+
+Every batch is assembled in place, one array per batch written row by row (in shared
+memory inside a worker): per-image arrays kept alive until a stack, or float32 batches
+copied into shared memory, cost more than the JPEG decoding on a small host.
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+import grain
+from grain import python as grain_python
+import numpy as np
+
+from alexnet_jax import augment
+from alexnet_jax import data_stats
+from alexnet_jax import datasets
+from alexnet_jax import decode
+
+DataStats = data_stats.DataStats
+DataMissingError = datasets.DataMissingError
+dataset_info = datasets.dataset_info  # Splits, sizes, class names; clear error if missing.
+_STATS_BATCH = 32
+
+
+def num_examples(config, split: str) -> int:
+  """Examples in `split` of the prepared dataset (raises DataMissingError if absent)."""
+  splits = datasets.dataset_info(config).splits
+  if split not in splits:
+    raise ValueError(f'Split {split!r} is not in {datasets.dataset_dir(config)}; it has '
+                     f'{sorted(splits)}.')
+  return splits[split].num_examples
+
+
+def num_classes(config) -> int:
+  """Classes of the prepared dataset (set model.num_classes to this)."""
+  return datasets.dataset_info(config).features['label'].num_classes
+
+
+def load_stats(config) -> DataStats:
+  """The mean image and PCA eigenpairs `config` asks for (see data_stats.py).
+
+  For the 'synthetic' source they are computed on first use (seconds); for the others a
+  missing cache raises DataMissingError saying which command to run.
+  """
+  if (config.data.source == 'synthetic' and 'dataset' in (config.data.mean,
+                                                          config.data.pca_stats)
+      and not os.path.exists(data_stats.stats_path(config))):
+    compute_stats(config)
+  return data_stats.load_stats(config)
+
+
+def _records(records) -> dict:
+  """Batch function: the encoded images as a list (stacking would pad bytes with zeros)."""
+  return {'image': [r['image'] for r in records],
+          'label': np.array([r['label'] for r in records], np.int32)}
+
+
+def _padding(index):
+  """A record filling the last evaluation batches: decoded as zeros with mask False."""
+  del index
+  return {'image': None, 'label': 0}
+
+
+class _BatchTransform:
+  """Shared by the batch transforms: where a batch's arrays are allocated.
+
+  Each transform fills one array per batch row by row, so no per-image array is kept
+  alive until a stack (at 600 KB per float32 224x224 patch, that allocation churn halved
+  the throughput). In a Grain worker the batch is allocated in shared memory, which Grain
+  hands to the main process without the copy it would otherwise make.
+  """
+
+  def __init__(self, size: int, shared_memory: bool):
+    self._size, self._shared_memory = size, shared_memory
+
+  def _empty(self, shape, dtype) -> np.ndarray:
+    if self._shared_memory:
+      return grain_python.SharedMemoryArray(shape, dtype)
+    return np.empty(shape, dtype)
+
+  def _decode(self, data: bytes, channels: str = 'RGB') -> np.ndarray:
+    try:
+      return decode.decode_to_square(data, self._size, channels=channels)
+    except decode.DecodeError as e:
+      raise decode.DecodeError(f'{e}. Prepared datasets hold only decodable images: '
+                               'prepare the data again.') from e
+
+
+class _DecodeBatch(_BatchTransform, grain.transforms.Map):
+  """Encoded batch -> uint8 `(b, size, size, 3)` images (device mode, evaluation).
+
+  Rows whose image is None are evaluation padding: zeros, and 'mask' False.
+  """
+
+  def __init__(self, size: int, shared_memory: bool, with_mask: bool = False):
+    super().__init__(size, shared_memory)
+    self._with_mask = with_mask
+
+  def map(self, batch):
+    images = self._empty((len(batch['image']), self._size, self._size, 3), np.uint8)
+    mask = np.array([data is not None for data in batch['image']])
+    for row, data in enumerate(batch['image']):
+      images[row] = self._decode(data) if data is not None else 0
+    out = {'image': images, 'label': batch['label']}
+    if self._with_mask:
+      out['mask'] = mask
+    return out
+
+
+class _CropBatch(_BatchTransform, grain.transforms.MapWithIndex):
+  """Encoded batch -> uint8 §4.1 patches (reflected) and their draws; runs in the workers.
+
+  Image j of this process's batch k is image (k * b + j) * P + p of the global stream;
+  its draw is seeded by (seed, that position), so it does not depend on the number of
+  processes or workers.
+  """
+
+  def __init__(self, size: int, shared_memory: bool, host_augment: augment.HostAugment,
+               *, seed: int, process_index: int, process_count: int):
+    super().__init__(size, shared_memory)
+    self._augment, self._seed = host_augment, seed
+    self._process_index, self._process_count = process_index, process_count
+
+  def map_with_index(self, index: int, batch):
+    b, crop = len(batch['image']), self._augment.crop_size
+    patches = self._empty((b, crop, crop, 3), np.uint8)
+    draws = []
+    for row, data in enumerate(batch['image']):
+      position = (index * b + row) * self._process_count + self._process_index
+      params = self._augment.sample(np.random.default_rng([self._seed, position]))
+      self._augment.crop(self._decode(data, params.channels), params, out=patches[row])
+      draws.append(params)
+    return {'patch': patches, 'label': batch['label'],
+            'y': np.array([d.y for d in draws], np.int32),
+            'x': np.array([d.x for d in draws], np.int32),
+            'flip': np.array([d.flip for d in draws]),
+            'rgb_noise': np.stack([d.rgb_noise for d in draws])}
+
+
+class _NormalizeBatch(grain.transforms.Map):
+  """uint8 patches -> float32 minus the mean plus colour noise; in the main process."""
+
+  def __init__(self, host_augment: augment.HostAugment):
+    self._augment = host_augment
+
+  def map(self, batch):
+    images = np.empty(batch['patch'].shape, np.float32)
+    for row, patch in enumerate(batch['patch']):
+      params = augment.CropParams(int(batch['y'][row]), int(batch['x'][row]),
+                                  bool(batch['flip'][row]), batch['rgb_noise'][row])
+      self._augment.normalize(patch, params, out=images[row])
+    return {'image': images, 'label': batch['label']}
+
+
+class _StatsSums(grain.transforms.Map):
+  """A batch of records -> the sums `data_stats.write_stats` needs."""
+
+  def __init__(self, size: int):
+    self._size = size
+
+  def map(self, records):
+    image_sum = np.zeros((self._size, self._size, 3))
+    pixel_sum, outer_sum = np.zeros(3), np.zeros((3, 3))
+    for data in records['image']:
+      image = decode.decode_to_square(data, self._size)
+      image_sum += image
+      pixels = image.reshape(-1, 3) / 255.0
+      pixel_sum += pixels.sum(axis=0)
+      outer_sum += pixels.T @ pixels
+    return {'count': len(records['image']), 'image_sum': image_sum,
+            'pixel_sum': pixel_sum, 'outer_sum': outer_sum}
+
+
+def compute_stats(config) -> str:
+  """One pass over the training split (§2 mean image, §4.1 RGB PCA); returns the file."""
+  source = datasets.open_split(config, config.data.train_split)
+  ds = (grain.MapDataset.source(source)
+        .batch(_STATS_BATCH, batch_fn=_records)
+        .map(_StatsSums(config.data.image_size)))
+  count, image_sum, pixel_sum, outer_sum = 0, 0.0, 0.0, 0.0
+  for i, part in enumerate(_to_iterator(ds, config)):
+    count += part['count']
+    image_sum = image_sum + part['image_sum']
+    pixel_sum = pixel_sum + part['pixel_sum']
+    outer_sum = outer_sum + part['outer_sum']
+    if i % 1000 == 0:
+      logging.info('Mean image and PCA: %d of %d training images', count, len(source))
+  return data_stats.write_stats(config, count, image_sum, pixel_sum, outer_sum)
+
+
+def _per_process(batch_size: int, process_count: int, field: str) -> int:
+  if batch_size % process_count:
+    raise ValueError(f'{field}={batch_size} must be divisible by the number of '
+                     f'processes ({process_count}).')
+  return batch_size // process_count
+
+
+def _to_iterator(ds: grain.MapDataset, config, finish=None):
+  """Batched MapDataset -> iterator, decoded in `data.worker_count` processes.
+
+  `finish`, if given, is a transform applied in this process to what the workers send.
+  """
+  # Elements here are whole batches: keep the in-process read-ahead to a few of them.
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  if config.data.worker_count:
+    if not flags.FLAGS.is_parsed():
+      # Grain's workers read absl flags. Outside an absl app (pytest, a notebook), use
+      # their defaults rather than fail in the worker.
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=config.data.worker_count,
+        per_worker_buffer_size=config.data.worker_buffer_size))
+  if finish is not None:
+    it_ds = it_ds.map(finish)
+  return iter(it_ds)
+
+
+def create_train_iterator(config, *, process_index: int = 0, process_count: int = 1):
+  """The infinite training stream of this process's share of each global batch.
+
+  Yields dicts of numpy arrays, `b = train.batch_size // process_count`:
+    host mode: 'image' float32 `(b, crop, crop, 3)`, augmented pixels (0..255 scale)
+      minus the mean; 'label' int32 `(b,)`.
+    device mode (`data.augment_on_device`): 'image' uint8 `(b, size, size, 3)`, 'label'.
+  The iterator is checkpointable (`get_state()` / `set_state()`) and resumes exactly.
+  """
+  d = config.data
+  source = datasets.open_split(config, d.train_split)
+  global_batch = config.train.batch_size
+  if len(source) < global_batch:
+    raise ValueError(f'The {d.train_split!r} split of {datasets.dataset_dir(config)} has '
+                     f'{len(source)} examples, fewer than one batch (train.batch_size='
+                     f'{global_batch}). Use a smaller batch or more data.')
+  batch = _per_process(global_batch, process_count, 'train.batch_size')
+  ds = grain.MapDataset.source(source).shuffle(seed=d.shuffle_seed).repeat()
+  ds = ds[process_index::process_count].batch(batch, drop_remainder=True,
+                                              batch_fn=_records)
+  shared_memory = d.worker_count > 0
+  if d.augment_on_device:
+    ds, finish = ds.map(_DecodeBatch(d.image_size, shared_memory)), None
+  else:
+    host_augment = augment.HostAugment(load_stats(config), crop_size=d.crop_size,
+                                       flip=d.flip, pca_noise_std=d.pca_noise_std)
+    ds = ds.map_with_index(_CropBatch(
+        d.image_size, shared_memory, host_augment, seed=config.seed,
+        process_index=process_index, process_count=process_count))
+    finish = _NormalizeBatch(host_augment)
+  logging.info('Training input: %d examples of %r, %d per process batch, %s, %d workers',
+               len(source), d.train_split, batch,
+               'device augmentation' if d.augment_on_device else 'host augmentation',
+               d.worker_count)
+  return _to_iterator(ds, config, finish)
+
+
+def create_eval_iterator(config, *, split=None, process_index: int = 0,
+                         process_count: int = 1):
+  """One pass over the whole split: this process's disjoint share, nothing dropped.
+
+  Process p gets examples p, p + P, p + 2P, ... (P = process_count). Yields dicts
+  'image' uint8 `(b, size, size, 3)`, 'label' int32 `(b,)`, 'mask' bool `(b,)` with
+  `b = eval.batch_size // process_count`; rows padding the last batches have mask False.
+  Every process yields the same number of batches, so a multi-process jitted evaluation
+  never waits on a process that has run out.
+  """
+  d = config.data
+  split = split or d.eval_split
+  source = datasets.open_split(config, split)
+  batch = _per_process(config.eval.batch_size, process_count, 'eval.batch_size')
+  largest_share = -(-len(source) // process_count)
+  num_batches = -(-largest_share // batch)
+  real = grain.MapDataset.source(source)[process_index::process_count]
+  padding = grain.MapDataset.range(num_batches * batch - len(real)).map(_padding)
+  ds = grain.MapDataset.concatenate([real, padding]).batch(batch, batch_fn=_records)
+  ds = ds.map(_DecodeBatch(d.image_size, d.worker_count > 0, with_mask=True))
+  return _to_iterator(ds, config)

@@ -1,0 +1,281 @@
+"""Tests for alexnet_jax/datasets.py and synthetic.py: sources prepared through the real path.
+
+The ILSVRC-style tars are built here: a train tar of per-class tars `n0xxxxxxx.tar` of
+JPEGs of odd sizes (greyscale, CMYK, a PNG named .JPEG, one truncated file) and a flat
+val tar `ILSVRC2012_val_<k>.JPEG` labelled by a ground-truth file (line k: wnid of val
+image k), the format of `data.val_labels_file`.
+"""
+
+import io
+import os
+import tarfile
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from alexnet_jax import datasets
+from alexnet_jax import decode
+from alexnet_jax import input_pipeline
+from alexnet_jax import synthetic
+from configs import default
+
+WNIDS = ('n01000001', 'n01000002', 'n01000003')
+
+
+def _image_bytes(colour, size, kind='rgb') -> bytes:
+  """An image of one colour; kind: 'rgb', 'grey', 'cmyk', 'png' (PNG bytes) or 'truncated'."""
+  w, h = size
+  pil = Image.fromarray(np.full((h, w, 3), colour, np.uint8))
+  if kind == 'grey':
+    pil = pil.convert('L')
+  elif kind == 'cmyk':
+    pil = pil.convert('CMYK')
+  buf = io.BytesIO()
+  pil.save(buf, 'PNG' if kind == 'png' else 'JPEG', quality=95)
+  data = buf.getvalue()
+  return data[:len(data) // 2] if kind == 'truncated' else data
+
+
+# (class, file name, colour read back or None if undecodable, size (w, h), kind).
+TRAIN = (
+    (0, 'n01000001_1.JPEG', (200, 30, 30), (300, 200), 'rgb'),
+    (0, 'n01000001_2.JPEG', (77, 77, 77), (180, 333), 'grey'),
+    (1, 'n01000002_1.JPEG', (30, 180, 60), (257, 256), 'cmyk'),
+    (1, 'n01000002_2.JPEG', (20, 40, 220), (100, 140), 'png'),
+    (1, 'n01000002_3.JPEG', None, (120, 90), 'truncated'),
+    (2, 'n01000003_1.JPEG', (240, 200, 10), (256, 256), 'rgb'),
+    (2, 'n01000003_2.JPEG', (120, 0, 160), (600, 511), 'rgb'),
+)
+VAL = (  # Val image k (1-based) is row k - 1.
+    (2, (10, 120, 120), (500, 375), 'rgb'),
+    (0, (150, 150, 150), (240, 260), 'grey'),
+    (1, (200, 100, 0), (333, 500), 'rgb'),
+    (0, (60, 60, 200), (257, 300), 'cmyk'),
+    (2, (0, 90, 30), (256, 256), 'rgb'),
+)
+
+
+def _add(tar, name, data):
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+def make_ilsvrc_tars(manual_dir, labels_path):
+  """Writes ILSVRC2012_img_{train,val}.tar and the val ground truth; returns expectations."""
+  os.makedirs(manual_dir, exist_ok=True)
+  expected = {}
+  with tarfile.open(os.path.join(manual_dir, datasets.TRAIN_TAR), 'w') as outer:
+    for label, wnid in enumerate(WNIDS):
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode='w') as tar:
+        for cls, name, colour, size, kind in TRAIN:
+          if cls == label:
+            _add(tar, name, _image_bytes(colour or (9, 9, 9), size, kind))
+            expected[name] = (label, colour)
+      _add(outer, f'{wnid}.tar', inner.getvalue())
+  with tarfile.open(os.path.join(manual_dir, datasets.VAL_TAR), 'w') as tar:
+    for k, (label, colour, size, kind) in enumerate(VAL, 1):
+      name = f'ILSVRC2012_val_{k:08d}.JPEG'
+      _add(tar, name, _image_bytes(colour, size, kind))
+      expected[name] = (label, colour)
+  with open(labels_path, 'w') as f:
+    f.write(''.join(f'{WNIDS[label]}\n' for label, *_ in VAL))
+  return expected
+
+
+def ilsvrc_config(tmp_path):
+  config = default.get_config()
+  config.data.source = 'imagenet2012'
+  config.data.data_dir = str(tmp_path / 'data')
+  config.data.manual_dir = str(tmp_path / 'manual')
+  config.data.val_labels_file = str(tmp_path / 'val_labels.txt')
+  return config
+
+
+def test_ilsvrc_tars_prepared_and_read_back(tmp_path):
+  config = ilsvrc_config(tmp_path)
+  expected = make_ilsvrc_tars(config.data.manual_dir, config.data.val_labels_file)
+  config.data.prepare_processes = 2  # The real path: spawned converter processes.
+  datasets.prepare(config)
+
+  info = datasets.dataset_info(config)
+  assert info.features['label'].names == list(WNIDS)
+  assert info.metadata['skipped_files'] == {'train': ['n01000002_3.JPEG'],
+                                            'validation': []}
+  assert input_pipeline.num_examples(config, 'train') == len(TRAIN) - 1
+  assert input_pipeline.num_examples(config, 'validation') == len(VAL)
+  seen = set()
+  for split in ('train', 'validation'):
+    source = datasets.open_split(config, split)
+    for i in range(len(source)):
+      record = source[i]
+      name = record['file_name']
+      name = name.decode() if isinstance(name, bytes) else name
+      label, colour = expected[name]
+      assert record['label'] == label, name
+      image = decode.decode_image(record['image'])
+      assert image.shape == (256, 256, 3), name
+      np.testing.assert_allclose(image.reshape(-1, 3).mean(0), colour, atol=6,
+                                 err_msg=name)
+      seen.add(name)
+  assert seen == {n for n, (_, c) in expected.items() if c is not None}
+  assert not os.path.exists(os.path.join(config.data.data_dir,
+                                         'ilsvrc2012_prepared_staging', '256px_q90'))
+  datasets.prepare(config)  # Prepared: a no-op.
+
+
+def test_ilsvrc_unknown_class_in_val_labels(tmp_path):
+  config = ilsvrc_config(tmp_path)
+  make_ilsvrc_tars(config.data.manual_dir, config.data.val_labels_file)
+  with open(config.data.val_labels_file, 'a') as f:
+    f.write('n09999999\n')
+  with pytest.raises(ValueError, match=r"Unknown class.*n09999999"):
+    datasets.prepare(config)
+
+
+def test_ilsvrc_missing_tars_say_what_to_do(tmp_path):
+  config = ilsvrc_config(tmp_path)
+  with pytest.raises(datasets.DataMissingError) as e:
+    datasets.prepare(config)
+  for text in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar', 'image-net.org',
+               config.data.manual_dir, 'python -m alexnet_jax.prepare'):
+    assert text in str(e.value)
+  with pytest.raises(datasets.DataMissingError, match='python -m alexnet_jax.prepare'):
+    input_pipeline.create_train_iterator(config)
+
+
+def make_folder(root, counts, size=(50, 40)):
+  """root/<split>/<class>/<i>.jpg with counts = {split: {class: n}}; distinct pixels."""
+  rng = np.random.default_rng(0)
+  for split, classes in counts.items():
+    for class_name, n in classes.items():
+      os.makedirs(os.path.join(root, split, class_name), exist_ok=True)
+      for i in range(n):
+        image = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        with open(os.path.join(root, split, class_name, f'{i}.jpg'), 'wb') as f:
+          f.write(decode.encode_jpeg(image, 90))
+
+
+def folder_config(tmp_path, root):
+  config = default.get_config()
+  config.data.source = 'folder'
+  config.data.folder = str(root)
+  config.data.data_dir = str(tmp_path / 'data')
+  config.data.image_size = 24
+  config.data.crop_size = 16
+  config.data.prepare_processes = 1
+  return config
+
+
+def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
+  root = tmp_path / 'images'
+  make_folder(root, {'train': {'cat': 3, 'dog': 2, 'eel': 2}, 'val': {'dog': 2}})
+  config = folder_config(tmp_path, root)
+  real = datasets.convert_unit
+  first = []
+
+  def interrupted(unit, path, **kw):
+    if len(first) == 2:
+      raise RuntimeError('power cut')
+    first.append((unit.split, unit.name))
+    return real(unit, path, **kw)
+
+  monkeypatch.setattr(datasets, 'convert_unit', interrupted)
+  with pytest.raises(RuntimeError, match='power cut'):
+    datasets.prepare(config)
+  assert not datasets.is_prepared(config)
+  second = []
+
+  def spy(unit, path, **kw):
+    second.append((unit.split, unit.name))
+    return real(unit, path, **kw)
+
+  monkeypatch.setattr(datasets, 'convert_unit', spy)
+  datasets.prepare(config)
+  assert len(first) == 2 and not set(first) & set(second)
+  assert len(first) + len(second) == 4  # Units: train/cat, train/dog, train/eel, val/dog.
+  assert input_pipeline.num_examples(config, 'train') == 7
+  assert input_pipeline.num_classes(config) == 3
+  source = datasets.open_split(config, 'val')
+  assert [source[i]['label'] for i in range(2)] == [1, 1]  # 'dog' is class 1 everywhere.
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+  root = tmp_path / 'images'
+  make_folder(root, {'train': {'cat': 1, 'dog': 1}, 'val': {'cat': 1}})
+  config = folder_config(tmp_path, root)
+  os.makedirs(root / 'train' / 'empty')
+  with pytest.raises(ValueError, match=r'Empty class folder .*train/empty'):
+    datasets.prepare(config)
+  os.rmdir(root / 'train' / 'empty')
+  make_folder(root, {'val': {'zebra': 1}})
+  with pytest.raises(ValueError, match=r"Unknown class folder\(s\) \['zebra'\]"):
+    datasets.prepare(config)
+  config.data.folder = str(tmp_path / 'nowhere')
+  with pytest.raises(datasets.DataMissingError, match='nowhere.*does not exist'):
+    datasets.prepare(config)
+
+
+def test_unprepared_folder_says_which_command_to_run(tmp_path):
+  root = tmp_path / 'images'
+  make_folder(root, {'train': {'cat': 1}})
+  config = folder_config(tmp_path, root)
+  with pytest.raises(datasets.DataMissingError,
+                     match=r'not prepared.*python -m alexnet_jax.prepare'):
+    input_pipeline.num_examples(config, 'train')
+
+
+def synthetic_config(data_dir, **sizes):
+  config = default.get_config()
+  config.data.source = 'synthetic'
+  config.data.data_dir = str(data_dir)
+  config.data.image_size = 32
+  config.data.synthetic_train_size = sizes.get('train', 30)
+  config.data.synthetic_eval_size = sizes.get('eval', 20)
+  return config
+
+
+def test_synthetic_generation_is_deterministic_and_idempotent(tmp_path):
+  a = synthetic.generate(synthetic_config(tmp_path / 'a'))
+  b = synthetic.generate(synthetic_config(tmp_path / 'b'))
+
+  def files(root):
+    out = {}
+    for folder, _, names in os.walk(root):
+      for name in names:
+        with open(os.path.join(folder, name), 'rb') as f:
+          out[os.path.relpath(os.path.join(folder, name), root)] = f.read()
+    return out
+
+  first = files(a)
+  assert first == files(b)
+  assert len([p for p in first if p.startswith('train/')]) == 30
+  assert {p.split('/')[1] for p in first if p.startswith('validation/')} == set(
+      synthetic.CLASSES)
+  mtime = os.path.getmtime(os.path.join(a, 'train', 'disc', '000000.jpg'))
+  assert synthetic.generate(synthetic_config(tmp_path / 'a')) == a
+  assert os.path.getmtime(os.path.join(a, 'train', 'disc', '000000.jpg')) == mtime
+  images = [decode.decode_image(first[f'train/{c}/{i:06d}.jpg'])
+            for i, c in enumerate(synthetic.CLASSES)]
+  assert all(im.shape == (32, 32, 3) for im in images)
+  assert len({im.tobytes() for im in images}) == 10
+
+
+def test_synthetic_needs_one_image_per_class(tmp_path):
+  with pytest.raises(ValueError, match='synthetic_eval_size=5'):
+    synthetic.generate(synthetic_config(tmp_path, eval=5))
+
+
+def test_unprepared_tfds_catalog_dataset_says_what_to_do(tmp_path):
+  config = default.get_config()
+  config.data.source = 'tfds'
+  config.data.name = 'cifar10'
+  config.data.data_dir = str(tmp_path)
+  with pytest.raises(datasets.DataMissingError,
+                     match=r"'cifar10' is not prepared as ArrayRecord.*alexnet_jax.prepare"):
+    input_pipeline.create_eval_iterator(config)
+  config.data.name = ''
+  with pytest.raises(ValueError, match='needs data.name'):
+    input_pipeline.num_examples(config, 'train')

@@ -1,0 +1,97 @@
+"""Tests for alexnet_jax/decode.py: odd formats become RGB, broken files raise, §2 resize."""
+
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from alexnet_jax import decode
+
+
+def _encode(image: np.ndarray, fmt: str = 'JPEG', mode: str | None = None, **kw) -> bytes:
+  pil = Image.fromarray(image)
+  if mode:
+    pil = pil.convert(mode)
+  buf = io.BytesIO()
+  pil.save(buf, fmt, **kw)
+  return buf.getvalue()
+
+
+def _smooth(h: int, w: int) -> np.ndarray:
+  """A smooth colour gradient (JPEG keeps it close)."""
+  yy, xx = np.mgrid[0:h, 0:w]
+  return np.stack([yy * 200 // h + 20, xx * 200 // w + 30,
+                   np.full((h, w), 90)], -1).astype(np.uint8)
+
+
+def test_rgb_jpeg_roundtrip_and_bgr_order():
+  image = _smooth(37, 53)
+  data = decode.encode_jpeg(image, 95)
+  rgb = decode.decode_image(data)
+  assert rgb.shape == (37, 53, 3) and rgb.dtype == np.uint8
+  assert np.abs(rgb.astype(int) - image).mean() < 3
+  np.testing.assert_array_equal(decode.decode_image(data, channels='BGR'), rgb[..., ::-1])
+
+
+def test_greyscale_jpeg_becomes_rgb():
+  grey = _smooth(40, 30)[..., 0]
+  rgb = decode.decode_image(_encode(grey))
+  assert rgb.shape == (40, 30, 3)
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 1])
+  assert np.abs(rgb[..., 0].astype(int) - grey).mean() < 3
+
+
+def test_cmyk_jpeg_becomes_rgb():
+  image = _smooth(31, 45)
+  rgb = decode.decode_image(_encode(image, mode='CMYK'))
+  assert rgb.shape == (31, 45, 3)
+  assert np.abs(rgb.astype(int) - image).mean() < 6
+
+
+def test_png_saved_as_jpeg_decodes_exactly():
+  image = _smooth(20, 25)
+  rgba = np.concatenate([image, np.full((20, 25, 1), 255, np.uint8)], -1)
+  for data in (_encode(image, 'PNG'), _encode(rgba, 'PNG')):
+    np.testing.assert_array_equal(decode.decode_image(data), image)
+    np.testing.assert_array_equal(decode.decode_image(data, channels='BGR'),
+                                  image[..., ::-1])
+
+
+@pytest.mark.parametrize('data', [
+    decode.encode_jpeg(_smooth(64, 64), 90)[:400],  # Truncated.
+    _encode(_smooth(16, 16), 'PNG')[:60],  # Truncated PNG.
+    b'\xff\xd8 not really a jpeg',
+    b'',
+])
+def test_undecodable_raises_decode_error(data):
+  with pytest.raises(decode.DecodeError):
+    decode.decode_image(data)
+
+
+def test_center_square_resize_keeps_the_central_square():
+  # 200 x 300: the central square is columns 50..249; mark the outside red.
+  image = np.zeros((200, 300, 3), np.uint8)
+  image[:, :50] = image[:, 250:] = (255, 0, 0)
+  image[:, 50:250] = (0, 200, 0)
+  out = decode.center_square_resize(image, 256)
+  assert out.shape == (256, 256, 3)
+  inner = out[:, 3:-3].astype(int)  # Bicubic support reaches ~2 px past the square.
+  assert inner[..., 0].max() <= 2 and inner[..., 1].min() >= 198
+  # A tall image keeps its central rows.
+  tall = np.zeros((90, 30, 3), np.uint8)
+  tall[30:60] = 255
+  np.testing.assert_array_equal(decode.center_square_resize(tall, 30), tall[30:60])
+
+
+def test_decode_to_square_any_shape_and_reduced_decode():
+  data = decode.encode_jpeg(_smooth(1100, 700), 90)
+  # min_size lets libjpeg-turbo scale by n/8 (here 3/8): both sides stay >= 256.
+  reduced = decode.decode_image(data, min_size=256)
+  assert min(reduced.shape[:2]) >= 256 and reduced.shape[0] < 1100
+  out = decode.decode_to_square(data, 256)
+  assert out.shape == (256, 256, 3)
+  full = decode.center_square_resize(decode.decode_image(data), 256)
+  assert np.abs(out.astype(int) - full).mean() < 2
+  assert decode.decode_to_square(decode.encode_jpeg(_smooth(20, 33), 90), 72).shape == (
+      72, 72, 3)
