@@ -107,7 +107,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
   Call (and lower) it inside `jax.set_mesh(mesh)`: the model reads the mesh in context.
 
   batch: 'image' (model inputs, or uint8 images when data.augment_on_device) and 'label',
-  split over 'data'. stats: augment.DataStats, used only for on-device augmentation.
+  split over 'data'. stats: data_stats.DataStats, used only for on-device augmentation.
   """
   tx = make_optimizer(config)
   data = config.data

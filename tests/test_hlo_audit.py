@@ -13,9 +13,10 @@ from alexnet_jax import hlo_audit, sharding
 from configs import default
 
 
-def audit(**mesh_fields):
+def audit(augment_on_device=False, **mesh_fields):
   config = default.get_config()
   config.train.batch_size = 32
+  config.data.augment_on_device = augment_on_device
   for name, value in mesh_fields.items():
     setattr(config.mesh, name, value)
   return hlo_audit.audit_train_step(config)[0]
@@ -39,6 +40,14 @@ def test_two_towers_exchange_only_at_conv3_and_fc_layers():
   assert over_data and all(c.kind == 'all-reduce' and c.axes == ('data',) for c in over_data)
   gradient_bytes = sum(c.bytes for c in over_data)
   assert gradient_bytes >= 4 * 60_965_224 // 2  # Each device sums its tower's half.
+
+
+def test_on_device_augmentation_adds_no_traffic():
+  host = audit(tower=2)
+  device = audit(augment_on_device=True, tower=2)
+  assert hlo_audit.violations(device) == []
+  assert sorted((c.kind, c.axes, c.bytes) for c in device) == sorted(
+      (c.kind, c.axes, c.bytes) for c in host)
 
 
 def test_one_tower_per_device_only_reduces_gradients():
