@@ -23,7 +23,8 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
         f'mesh.tower=1 (both towers on every device) or mesh.tower={config.model.towers} '
         '(each tower on its own device).')
   if num_devices % tower:
-    raise ValueError(f'mesh.tower={tower} does not divide the {num_devices} devices.')
+    raise ValueError(f'mesh.tower={tower} does not divide the {num_devices} devices: use '
+                     'mesh.tower=1 (both towers on every device) or an even device count.')
   if data == -1:
     data = num_devices // tower
   if data * tower != num_devices:
