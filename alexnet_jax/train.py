@@ -131,8 +131,8 @@ def _resume(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
   its share: the loop takes one batch per step, and global batch k holds the same images
   (with the same augmentation) for any number of processes (input_pipeline.py), so the
   run goes on with the images it would have seen. Grain cannot move an iterator read by
-  worker processes (data.worker_count > 0) without reading up to there; such a stream
-  starts again at its first batch instead, which the log says.
+  several worker processes (data.worker_count > 1) without reading up to there; such a
+  stream starts again at its first batch instead, which the log says.
   """
   step = ckpt.latest_step()
   saved_count = ckpt.data_process_count(step)

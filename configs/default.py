@@ -13,7 +13,8 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameter init, dropout and the data order.
   config.host_devices = 0  # If > 0: run on this many CPU devices forced on the host (the
-  #   offline demo, or trying a mesh without accelerators); 0: the real devices.
+  #   offline demo, or trying a mesh without accelerators), in each process of a
+  #   multi-process job (launch/local_multiprocess.sh); 0: the real devices.
 
   # --- The net (§3, Figure 2) -------------------------------------------------------------
   config.model = model = ml_collections.ConfigDict()

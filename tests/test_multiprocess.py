@@ -1,0 +1,186 @@
+"""Two processes x 4 CPU devices train as one process x 8 does, and resume on one process.
+
+The runs share one generated dataset and the tiny config of test_train.py with mesh
+(data=4, tower=2), without dropout: the input pipeline gives process p every P-th image
+of the stream, so a global batch holds the same images for any number of processes P but
+in another row order, and dropout masks are drawn per row. With the same images, the
+same augmentation (drawn per image) and the same parameters, the losses differ only by
+the order of float32 sums (the batch mean, the gradient all-reduce over 'data', over
+devices inside a process or over gloo between processes). Each such sum has a relative
+rounding error below log2(terms) * 2^-24 < 1e-6, and six SGD steps carry earlier
+differences into later losses (a contraction or mild growth at this learning rate). So
+the losses must agree to rtol 1e-5: a hundredfold margin over the differences observed
+(about 1e-7, one or two float32 ulps of a loss near 2.4), and a thousand times below what
+a wrong batch (one image missing or repeated changes a loss near 2.4 by ~1e-2) or a
+wrong update would change.
+"""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpointing, input_pipeline, model, sharding, train, train_step
+from configs import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(REPO, 'launch', 'local_multiprocess.sh')
+RTOL = 1e-5  # See the module docstring.
+TIMEOUT_S = 240  # The two-process run; it takes ~30 s alone on 2 cores.
+
+FIELDS = {  # Over configs/demo.py, as test_train.tiny_config, for both kinds of run.
+    'data.synthetic_train_size': 96, 'data.synthetic_eval_size': 37,
+    'model.init': 'caffe', 'model.dropout_rate': 0.0, 'optimizer.learning_rate': 0.05,
+    'optimizer.schedule': 'plateau', 'optimizer.plateau_patience': 1,
+    'train.batch_size': 16, 'eval.batch_size': 16, 'eval.ten_patch': False,
+    'mesh.data': 4, 'mesh.tower': 2, 'train.log_every_steps': 1,
+    'train.eval_every_steps': 4, 'checkpoint.every_steps': 2, 'checkpoint.async_save': False,
+}
+
+
+def _fields(data_dir, **changes):
+  return {**FIELDS, 'data.data_dir': data_dir, **changes}
+
+
+def _config(data_dir, **changes):
+  config = demo.get_config()
+  config.host_devices = 0  # conftest.py forces 8 CPU devices in this process.
+  for name, value in _fields(data_dir, **changes).items():
+    section, field = name.split('.')
+    setattr(getattr(config, section), field, value)
+  return config
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """The dataset and its statistics, generated once, before any process reads them."""
+  directory = str(tmp_path_factory.mktemp('data'))
+  config = _config(directory)
+  input_pipeline.num_examples(config, config.data.train_split)
+  input_pipeline.load_stats(config)
+  return directory
+
+
+def _launch(num_processes: int, args: list[str], python: str = sys.executable):
+  """Runs launch/local_multiprocess.sh: (exit status, output). Kills all it started."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # conftest's 8 devices.
+  env['PYTHON'] = python
+  # A new session: the script and all its processes form one group, killed as a whole.
+  proc = subprocess.Popen([LAUNCH, str(num_processes), *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+  try:
+    out, _ = proc.communicate(timeout=TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
+    pytest.fail(f'{num_processes} processes ran over {TIMEOUT_S} s:\n{out[-5000:]}')
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)  # Leftovers, had the script died first.
+    except ProcessLookupError:
+      pass
+  return proc.returncode, out
+
+
+def _losses(workdir) -> list[float]:
+  with open(os.path.join(workdir, 'results.json')) as f:
+    history = json.load(f)['train_history']
+  assert [h['step'] for h in history] == list(range(1, len(history) + 1))
+  return [h['loss'] for h in history]
+
+
+def _restore(workdir, config, step, data_iterator=None):
+  mesh = sharding.make_mesh(config)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    return ckpt.restore(step, train_step.abstract_train_state(config, model.create_model(
+        config), mesh), data_iterator)[0]
+  finally:
+    ckpt.close()
+
+
+def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys):
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  reference = train.train_and_evaluate(_config(data_dir, **{'train.num_steps': 6}), one)
+  losses = _losses(one)
+  assert len(losses) == 6 and len(set(losses)) == 6
+
+  flags = [f'--config.{name}={value}' for name, value in
+           _fields(data_dir, **{'train.num_steps': 4, 'host_devices': 4}).items()]
+  status, out = _launch(2, ['--config=configs/demo.py', f'--workdir={two}', *flags])
+  assert status == 0, out[-5000:]
+  # Only process 0 prints, and writes results, config and TensorBoard events.
+  assert '[process 0] Training paper net (2 towers) on mesh data=4 x tower=2' in out
+  assert '[process 0] step 4/4' in out and '[process 1] step ' not in out
+  assert 'Process 1 of 2: 4 local devices, 8 in all.' in out
+  assert len(glob.glob(os.path.join(two, 'tensorboard', 'events*'))) == 1
+  np.testing.assert_allclose(_losses(two), losses[:4], rtol=RTOL)
+  with open(os.path.join(two, 'results.json')) as f:
+    evaluated = json.load(f)['final']
+  assert evaluated['count'] == 37  # Each validation image once, over both processes.
+  at_step_4 = reference['history'][0]
+  assert at_step_4['step'] == 4
+  for key in ('centre_top1_error', 'centre_top5_error'):
+    assert evaluated[key] == pytest.approx(at_step_4[key], abs=1e-6)
+  # Both processes saved their data position; both wrote and finished the checkpoints.
+  saved = os.listdir(os.path.join(two, 'checkpoints', '4', 'data'))
+  assert sorted(n for n in saved if n.startswith('process_')) == [
+      'process_0-of-2.json', 'process_1-of-2.json']
+
+  # The 2-process checkpoint restores in this one process: the same state as the 1-process
+  # run had at step 4, up to the float32 reduction order.
+  config = _config(data_dir)
+  params_two = jax.device_get(_restore(two, config, 4).params)
+  params_one = jax.device_get(_restore(one, config, 4).params)
+  for a, b in zip(jax.tree.leaves(params_two), jax.tree.leaves(params_one)):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-6)
+  with pytest.raises(ValueError, match='positions of 2 processes, but this run has 1'):
+    _restore(two, config, 4, input_pipeline.create_train_iterator(config))
+
+  # Several Grain worker processes cannot skip ahead: such a stream starts at its first batch.
+  with_workers = _config(data_dir)
+  with_workers.data.worker_count = 2
+  ckpt = checkpointing.Checkpointer(os.path.join(two, 'checkpoints'), read_only=True)
+  stream = input_pipeline.create_train_iterator(with_workers)
+  train._resume(with_workers, ckpt,
+                train_step.abstract_train_state(config, model.create_model(config),
+                                                sharding.make_mesh(config)), stream)
+  ckpt.close()
+  assert 'data.worker_count=2 worker processes' in capsys.readouterr().out
+  np.testing.assert_array_equal(next(stream)['image'],
+                                next(input_pipeline.create_train_iterator(config))['image'])
+
+  # Resume the 2-process run on one process with another mesh (both towers on each of the
+  # 8 devices): the data stream goes on where it was, so steps 5-6 match the reference.
+  capsys.readouterr()
+  train.train_and_evaluate(_config(data_dir, **{'train.num_steps': 6, 'mesh.data': 8,
+                                                'mesh.tower': 1}), two)
+  out = capsys.readouterr().out
+  assert 'saved by 2 processes and this run has 1' in out
+  assert 'start afresh at batch 4' in out
+  np.testing.assert_allclose(_losses(two), losses, rtol=RTOL)
+
+
+def test_launcher_stops_every_process_when_one_fails(tmp_path):
+  fake_python = tmp_path / 'python'  # Process 1 fails once 0 and 2 are running.
+  fake_python.write_text(f"""#!/bin/bash
+if [[ $1 == -c ]]; then exec {sys.executable} "$@"; fi  # The launcher's free-port lookup.
+if [[ $JAX_PROCESS_ID != 1 ]]; then echo $$ > {tmp_path}/pid_$JAX_PROCESS_ID; exec sleep 120; fi
+while [[ ! -e {tmp_path}/pid_0 || ! -e {tmp_path}/pid_2 ]]; do sleep 0.1; done
+echo 'process 1 fails'; exit 3
+""")
+  fake_python.chmod(0o755)
+  status, out = _launch(3, ['--workdir=unused'], python=str(fake_python))
+  assert status == 3
+  assert '[process 1] process 1 fails' in out
+  assert 'Process 1 exited with status 3: stopping the others.' in out
+  for survivor in (0, 2):
+    with pytest.raises(ProcessLookupError):
+      os.kill(int((tmp_path / f'pid_{survivor}').read_text()), 0)
