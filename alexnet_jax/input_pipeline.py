@@ -127,7 +127,7 @@ class _DecodeBatch(_BatchTransform, grain.transforms.Map):
 class _CropBatch(_BatchTransform, grain.transforms.MapWithIndex):
   """Encoded batch -> uint8 §4.1 patches (reflected) and their draws; runs in the workers.
 
-  Image j of this process's batch k is image (k * b + j) * P + p of the global stream;
+  Row j of this process's batch k is image (k * P + p) * b + j of the global stream;
   its draw is seeded by (seed, that position), so it does not depend on the number of
   processes or workers.
   """
@@ -143,7 +143,7 @@ class _CropBatch(_BatchTransform, grain.transforms.MapWithIndex):
     patches = self._empty((b, crop, crop, 3), np.uint8)
     draws = []
     for row, data in enumerate(batch['image']):
-      position = (index * b + row) * self._process_count + self._process_index
+      position = (index * self._process_count + self._process_index) * b + row
       params = self._augment.sample(np.random.default_rng([self._seed, position]))
       self._augment.crop(self._decode(data, params.channels), params, out=patches[row])
       draws.append(params)
@@ -232,8 +232,14 @@ def _to_iterator(ds: grain.MapDataset, config, finish=None):
   return iter(it_ds)
 
 
-def create_train_iterator(config, *, process_index: int = 0, process_count: int = 1):
+def create_train_iterator(config, *, process_index: int = 0, process_count: int = 1,
+                          start_batch: int = 0):
   """The infinite training stream of this process's share of each global batch.
+
+  Global batch k is images kB..(k+1)B-1 of the shuffled, repeated stream (B =
+  train.batch_size), and process p gets its rows p*b..(p+1)*b-1: so every row of every
+  global batch holds the same image, with the same augmentation, for any number of
+  processes or workers. The stream starts at global batch `start_batch` (a resume).
 
   Yields dicts of numpy arrays, `b = train.batch_size // process_count`:
     host mode: 'image' float32 `(b, crop, crop, 3)`, augmented pixels (0..255 scale)
@@ -250,8 +256,7 @@ def create_train_iterator(config, *, process_index: int = 0, process_count: int 
                      f'{global_batch}). Use a smaller batch or more data.')
   batch = _per_process(global_batch, process_count, 'train.batch_size')
   ds = grain.MapDataset.source(source).shuffle(seed=d.shuffle_seed).repeat()
-  ds = ds[process_index::process_count].batch(batch, drop_remainder=True,
-                                              batch_fn=_records)
+  ds = ds.batch(batch, drop_remainder=True, batch_fn=_records)[process_index::process_count]
   shared_memory = d.worker_count > 0
   if d.augment_on_device:
     ds, finish = ds.map(_DecodeBatch(d.image_size, shared_memory)), None
@@ -262,6 +267,7 @@ def create_train_iterator(config, *, process_index: int = 0, process_count: int 
         d.image_size, shared_memory, host_augment, seed=config.seed,
         process_index=process_index, process_count=process_count))
     finish = _NormalizeBatch(host_augment)
+  ds = ds[start_batch:]
   logging.info('Training input: %d examples of %r, %d per process batch, %s, %d workers',
                len(source), d.train_split, batch,
                'device augmentation' if d.augment_on_device else 'host augmentation',

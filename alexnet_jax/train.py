@@ -11,14 +11,13 @@ With several processes (launch/), every process runs this same loop on its own s
 each batch; only process 0 prints, writes TensorBoard events, config.json and results.json;
 all of them write and read each checkpoint. A resume may use another number of processes
 and another mesh: the state is restored onto the new mesh, and each process's data stream
-restarts at the batch the checkpoint's step had reached (see `_resume`).
+restarts at the batch the checkpoint's step had reached (see `_restore_or_create`).
 """
 
 import json
 import os
 import time
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -121,37 +120,34 @@ def _eta(seconds: float) -> str:
   return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
 
 
-def _resume(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
-            abstract_state, train_iter):
-  """Restores the latest checkpoint onto this run's mesh and positions the data stream.
+def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
+                       net, mesh: Mesh):
+  """(state, meta or None, train iterator): the latest checkpoint's, or fresh ones.
 
-  Saved by as many processes as this run has: each process's Grain iterator is restored
-  exactly. Saved by another number: the state (parameters, momentum, step, learning-rate
-  factor) is restored all the same, and each process's stream is moved to batch `step` of
-  its share: the loop takes one batch per step, and global batch k holds the same images
-  (with the same augmentation) for any number of processes (input_pipeline.py), so the
-  run goes on with the images it would have seen. Grain cannot move an iterator read by
-  several worker processes (data.worker_count > 1) without reading up to there; such a
-  stream starts again at its first batch instead, which the log says.
+  The state (parameters, momentum, step, learning-rate factor) is restored onto this run's
+  mesh, whatever mesh saved it. The data stream goes on where it was: restored from the
+  checkpoint when as many processes saved it as this run has, or else started at global
+  batch `step`, which holds the same images, rows and augmentation for any number of
+  processes (input_pipeline.create_train_iterator).
   """
+  def stream(start_batch: int = 0):
+    return input_pipeline.create_train_iterator(
+        config, process_index=jax.process_index(), process_count=jax.process_count(),
+        start_batch=start_batch)
+
   step = ckpt.latest_step()
+  if step is None:
+    return train_step.create_train_state(config, net, mesh), None, stream()
+  abstract = train_step.abstract_train_state(config, net, mesh)
   saved_count = ckpt.data_process_count(step)
   if saved_count == jax.process_count():
-    return ckpt.restore(step, abstract_state, train_iter)
-  state, meta = ckpt.restore(step, abstract_state)
-  message = (f'The checkpoint at step {step} was saved by {saved_count or "unknown"} '
-             f'processes and this run has {jax.process_count()}: ')
-  try:
-    grain.experimental.set_next_index(train_iter, int(state.step))
-    _say(message + f'the data iterators start afresh at batch {int(state.step)} of each '
-         "process's share (the same images per step; their order within a batch, and so "
-         'the dropout masks they meet, differ).')
-  except NotImplementedError:  # Raised before the iterator is touched.
-    _say(message + f'the data iterators (read by data.worker_count={config.data.worker_count} '
-         'worker processes, which cannot skip ahead) start again at the first batch of '
-         "each process's share: the images of the first "
-         f'{int(state.step)} steps come again, the step count and schedule go on.')
-  return state, meta
+    train_iter = stream()
+    state, meta = ckpt.restore(step, abstract, train_iter)
+    return state, meta, train_iter
+  state, meta = ckpt.restore(step, abstract)
+  _say(f'The checkpoint at step {step} was saved by {saved_count or "unknown"} processes and '
+       f'this run has {jax.process_count()}: the data streams start at global batch {step}.')
+  return state, meta, stream(start_batch=int(state.step))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -166,20 +162,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   net = model.create_model(config)
   ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
   writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
-  train_iter = input_pipeline.create_train_iterator(
-      config, process_index=jax.process_index(), process_count=jax.process_count())
   plateau = schedules.Plateau.from_config(config)
   history, train_history = [], []  # Evaluations; the loss at each logged step.
-
-  if ckpt.latest_step() is not None:
-    state, meta = _resume(config, ckpt, train_step.abstract_train_state(config, net, mesh),
-                          train_iter)
+  state, meta, train_iter = _restore_or_create(config, ckpt, net, mesh)
+  if meta is not None:
     plateau.from_state_dict(meta['plateau'])
     history = meta['history']
-    train_history = meta.get('train_history', [])  # Absent in checkpoints before it.
+    train_history = meta['train_history']
     _say(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
-  else:
-    state = train_step.create_train_state(config, net, mesh)
   schedule = schedules.make_schedule(config, steps_per_epoch, total_steps)
   step_fn = train_step.make_train_step(config, net, mesh, schedule)
   eval_step = evaluate.make_eval_step(config, net, mesh)

@@ -98,8 +98,20 @@ def test_host_augmentation_does_not_depend_on_process_count(data_dir):
   halves = [next(input_pipeline.create_train_iterator(config, process_index=p,
                                                       process_count=2))['image']
             for p in range(2)]
-  np.testing.assert_array_equal(whole[0::2], halves[0])
-  np.testing.assert_array_equal(whole[1::2], halves[1])
+  b = len(halves[0])  # Process p holds rows p*b..(p+1)*b-1 of the global batch.
+  np.testing.assert_array_equal(whole[:b], halves[0])
+  np.testing.assert_array_equal(whole[b:], halves[1])
+
+
+def test_a_stream_started_at_a_batch_continues_the_uninterrupted_one(data_dir):
+  config = make_config(data_dir)
+  uninterrupted = _take(input_pipeline.create_train_iterator(config), 5)
+  for p in range(2):
+    started = next(input_pipeline.create_train_iterator(
+        config, process_index=p, process_count=2, start_batch=3))
+    rows = slice(p * len(started['label']), (p + 1) * len(started['label']))
+    np.testing.assert_array_equal(started['image'], uninterrupted[3]['image'][rows])
+    np.testing.assert_array_equal(started['label'], uninterrupted[3]['label'][rows])
 
 
 @pytest.mark.parametrize('workers', [0, 2])
