@@ -10,11 +10,13 @@ Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine)
 one job at start-up (distributed.py). Only parses flags and calls the library (train.py).
 """
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import distributed, train
+from alexnet_jax import distributed, preemption, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -47,8 +49,8 @@ def main(argv):
   logging.info('Config:\n%s', config)
   if config.eval.only:
     train.evaluate_checkpoints(config, FLAGS.workdir)
-  else:
-    train.train_and_evaluate(config, FLAGS.workdir)
+  elif train.train_and_evaluate(config, FLAGS.workdir)['preempted']:
+    sys.exit(preemption.EXIT_CODE)  # Saved; the scheduler may requeue the same command.
 
 
 if __name__ == '__main__':

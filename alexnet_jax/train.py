@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import (checkpointing, evaluate, input_pipeline, metric_writer, model,
-                         schedules, sharding, train_step)
+                         preemption, schedules, sharding, train_step)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -187,8 +187,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'{ckpt.directory}. Lower optimizer.learning_rate (or check the data), then '
         'rerun to resume from it.')
 
+  saved = {'step': None}
+
   def save(step: int, val_error: float | None = None) -> None:
     stop_if_not_finite(step)  # Never keep a broken state.
+    saved['step'] = step
     ckpt.save(step, state, train_iter, val_top1_error=val_error,
               meta={'plateau': plateau.state_dict(), 'history': history,
                     'train_history': train_history, 'epoch': step / steps_per_epoch})
@@ -199,48 +202,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
        f'{config.train.batch_size}, {steps_per_epoch} steps/epoch, steps {step}..{total_steps}.')
   if step == 0 and total_steps > 0:
     _say('Compiling the training step (the first step takes longer)...')
-  last_time, last_step, data_wait = time.time(), step, 0.0
+  clock = {'time': time.time(), 'step': step, 'data_wait': 0.0}
+
+  def log(step: int, metrics) -> None:
+    metrics = jax.device_get(metrics)
+    stop_if_not_finite(step)
+    seconds = time.time() - clock['time']
+    rate = (step - clock['step']) * config.train.batch_size / seconds
+    metrics.update(images_per_second=rate, data_wait_fraction=clock['data_wait'] / seconds)
+    writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+    train_history.append({'step': step, 'loss': float(metrics['loss'])})
+    eta = _eta((total_steps - step) * config.train.batch_size / rate)
+    _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
+         f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
+         f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
+         f'{rate:.0f} img/s ETA {eta}')
+    clock.update(time=time.time(), step=step, data_wait=0.0)
+
+  def evaluate_and_save(step: int) -> None:
+    nonlocal state
+    results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config), mesh, stats)
+    factor = plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
+    state = state.replace(lr_factor=_replicated(mesh, jnp.float32(factor)))
+    history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
+    writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
+    writer.flush()
+    _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
+    save(step, results['centre_top1_error'])
+    clock['time'] = time.time()  # Evaluation time is not training throughput.
+
+  preempted = False
   try:
-    while step < total_steps:
-      t = time.time()
-      local_batch = next(train_iter)
-      data_wait += time.time() - t
-      with jax.set_mesh(mesh):
-        state, metrics = step_fn(state, sharding.global_batch(mesh, local_batch), stats)
-      step += 1
-      if step % config.train.log_every_steps == 0 or step == total_steps or step == 1:
-        metrics = jax.device_get(metrics)
-        stop_if_not_finite(step)
-        now = time.time()
-        rate = (step - last_step) * config.train.batch_size / (now - last_time)
-        metrics.update(images_per_second=rate, data_wait_fraction=data_wait / (now - last_time))
-        writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-        train_history.append({'step': step, 'loss': float(metrics['loss'])})
-        _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
-             f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
-             f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
-             f'{rate:.0f} img/s ETA {_eta((total_steps - step) * config.train.batch_size / rate)}')
-        last_time, last_step, data_wait = time.time(), step, 0.0
-      if step % eval_every == 0 or step == total_steps:
-        results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config), mesh,
-                                    stats)
-        factor = plateau.update(results['centre_top1_error'])
-        state = state.replace(lr_factor=_replicated(mesh, jnp.float32(factor)))
-        history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
-        writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
-        writer.flush()
-        _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
-        save(step, results['centre_top1_error'])
-        last_time = time.time()  # Evaluation time is not training throughput.
-      elif step % config.checkpoint.every_steps == 0:
-        save(step)
+    with preemption.PreemptionWatch() as watch:
+      while step < total_steps:
+        t = time.time()
+        local_batch = next(train_iter)
+        clock['data_wait'] += time.time() - t
+        with jax.set_mesh(mesh):
+          state, metrics = step_fn(state, sharding.global_batch(mesh, local_batch), stats)
+        step += 1
+        if step % config.train.log_every_steps == 0 or step == total_steps or step == 1:
+          log(step, metrics)
+        if step % eval_every == 0 or step == total_steps:
+          evaluate_and_save(step)
+        elif step % config.checkpoint.every_steps == 0:
+          save(step)
+        if step < total_steps and watch.reached(step):
+          if saved['step'] != step:
+            save(step)
+          preempted = True
+          _say(f'Preempted: saved step {step} in {ckpt.directory}; rerun the same command '
+               'to resume.')
+          break
   finally:
     ckpt.close()
     writer.close()
 
   final = history[-1] if history else {}
   results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
-             'final': final, 'history': history, 'train_history': train_history}
+             'preempted': preempted, 'final': final, 'history': history,
+             'train_history': train_history}
   _write_json(os.path.join(workdir, 'results.json'), results)
   if final:
     _say(_error_table(final))

@@ -1,0 +1,56 @@
+"""SIGTERM (a scheduler's preemption notice) saves a checkpoint at once; a rerun resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from alexnet_jax import checkpointing, preemption
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(workdir, data_dir, num_steps):
+  overrides = {
+      'host_devices': 2, 'data.data_dir': data_dir, 'data.synthetic_train_size': 96,
+      'data.synthetic_eval_size': 20, 'train.batch_size': 16, 'eval.batch_size': 20,
+      'train.num_steps': num_steps, 'train.log_every_steps': 1,
+      'train.eval_every_steps': 1000, 'checkpoint.every_steps': 1000,
+  }
+  return [sys.executable, '-u', '-m', 'alexnet_jax.main', '--config=configs/demo.py',
+          f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in overrides.items())]
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
+  workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
+  proc = subprocess.Popen(command(workdir, data_dir, 1000), cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  lines, deadline = [], time.time() + 300
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if line.startswith('step 3/') or time.time() > deadline:
+        break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  out = ''.join(lines) + out
+  assert proc.returncode == preemption.EXIT_CODE, out[-3000:]
+  saved_line = [l for l in out.splitlines() if l.startswith('Preempted: saved step ')]
+  assert saved_line, out[-3000:]
+  step = int(saved_line[0].split()[3])
+  assert step >= 3  # No evaluation or regular checkpoint came before: only this save.
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  assert ckpt.all_steps() == [step]
+  ckpt.close()
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['preempted'] is True
+
+  rerun = subprocess.run(command(workdir, data_dir, step + 2), cwd=REPO, text=True,
+                         capture_output=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'Resumed from step {step}' in rerun.stdout
+  assert f'step {step + 2}/{step + 2}' in rerun.stdout
