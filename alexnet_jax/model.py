@@ -221,7 +221,11 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-    """images: (batch, h, w, 3) float pixels minus the mean. Returns float32 logits."""
+    """images: (batch, h, w, 3) float pixels minus the mean. Returns float32 logits.
+
+    With `mutable=['activations']`, apply() also returns every hidden layer's output after
+    its nonlinearity (before LRN, pooling and dropout), as '<layer>_output'.
+    """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     activation = {'relu': nn.relu, 'tanh': jnp.tanh}.get(cfg.activation)
@@ -236,6 +240,7 @@ class AlexNet(nn.Module):
     for i, layer in enumerate(convs):
       x = TowerConv(layer, cfg.towers, cfg.init, dtype, name=layer.name)(x, input_split=i > 0)
       x = activation(x)
+      self.sow('activations', f'{layer.name}_output', x)
       if layer.lrn:  # §3.3, after the ReLU, inside each tower.
         normalise = functools.partial(
             _normalise_towers, maps_per_tower=layer.features // cfg.towers, size=cfg.lrn_size,
@@ -252,6 +257,7 @@ class AlexNet(nn.Module):
       x = TowerDense(layer, cfg.init, dtype, name=layer.name)(x)
       if not layer.last:
         x = activation(x)
+        self.sow('activations', f'{layer.name}_output', x)  # fc7's: §6.1's similarity.
         if not dropout_before:
           x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
     return x.astype(jnp.float32)

@@ -23,7 +23,7 @@ def make_config(**model_fields):
 def param_count(config, size=224):
   net = model.create_model(config)
   params = jax.eval_shape(
-      lambda: net.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+      lambda: net.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)['params'])
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
@@ -176,3 +176,13 @@ def test_summary_command_takes_overrides():
        '--config.model.towers=1'], cwd=repo, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.splitlines()[-1].split()[1:] == ['59,798,312', '391,514,384']
+
+
+def test_hidden_activations_are_available_for_feature_work():
+  net, params, images = small_net()
+  logits, state = net.apply({'params': params}, images, train=False, mutable=['activations'])
+  acts = {name[:-len('_output')]: value[0] for name, value in state['activations'].items()}
+  assert set(acts) == {'conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7'}
+  assert acts['fc7'].shape == (8, 4096) and float(acts['fc7'].min()) >= 0.0  # After ReLU.
+  assert acts['conv1'].shape[-1] == 96
+  np.testing.assert_array_equal(logits, net.apply({'params': params}, images, train=False))
