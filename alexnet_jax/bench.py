@@ -368,8 +368,7 @@ def main(argv):
   config = FLAGS.config.copy_and_resolve_references()
   cpu_devices = FLAGS.cpu_devices or config.host_devices
   if cpu_devices:  # Before JAX starts its backends.
-    jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', cpu_devices)
+    sharding.use_host_devices(cpu_devices)
   if FLAGS.batch:
     config.train.batch_size = FLAGS.batch
   if jax.device_count() < config.mesh.tower:

@@ -163,8 +163,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   if FLAGS.cpu_devices:
-    jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', FLAGS.cpu_devices)
+    sharding.use_host_devices(FLAGS.cpu_devices)
   collectives, mesh = audit_train_step(FLAGS.config)
   print(f"Training step of {FLAGS.config.model.layout} net, towers={FLAGS.config.model.towers}, "
         f"mesh data={mesh.shape['data']} x tower={mesh.shape['tower']}, "

@@ -12,11 +12,10 @@ one job at start-up (distributed.py). Only parses flags and calls the library (t
 
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import distributed, preemption, train
+from alexnet_jax import distributed, preemption, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -40,9 +39,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  if config.host_devices > 0:  # Before JAX starts its backends.
-    jax.config.update('jax_platforms', 'cpu')
-    jax.config.update('jax_num_cpu_devices', config.host_devices)  # Per process.
+  if config.host_devices > 0:  # Before JAX starts its backends; per process.
+    sharding.use_host_devices(config.host_devices)
   distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          distributed=FLAGS.distributed)  # Before any JAX computation.

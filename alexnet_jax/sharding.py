@@ -14,6 +14,12 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 AXES = ('data', 'tower')
 
 
+def use_host_devices(count: int) -> None:
+  """Runs JAX on `count` CPU devices forced on the host; call before JAX starts a backend."""
+  jax.config.update('jax_platforms', 'cpu')
+  jax.config.update('jax_num_cpu_devices', count)
+
+
 def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
   """(data, tower) sizes from config.mesh, checked against the model and the device count."""
   tower, data = config.mesh.tower, config.mesh.data
