@@ -18,6 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import augment, sharding, train_step
 
+_CENTRE = 4  # augment.ten_patches' order: four corners, the centre, then reflections.
+
 
 def _softmax_of(model, params_list: Sequence, patches: jax.Array) -> jax.Array:
   """Softmax outputs averaged over the nets: patches (b, c, c, 3) -> (b, classes)."""
@@ -42,15 +44,19 @@ def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Call
   def eval_fn(params_list, batch, stats):
     mask = batch['mask'].astype(jnp.float32)
     labels = batch['label']
-    centre = _softmax_of(model, params_list, augment.center_patch(batch['image'], stats, crop))
-    sums = {'count': jnp.sum(mask), **_error_sums(centre, labels, mask, 'centre')}
     if config.eval.ten_patch:
       patches = augment.ten_patches(batch['image'], stats, crop)  # (10, b, c, c, 3)
       b = patches.shape[1]
       # Example-major, so each device keeps the patches of its own examples.
       per_example = jnp.swapaxes(patches, 0, 1).reshape(b * 10, crop, crop, 3)
-      probs = _softmax_of(model, params_list, per_example)
-      ten = probs.reshape(b, 10, -1).mean(axis=1)
+      probs = _softmax_of(model, params_list, per_example).reshape(b, 10, -1)
+      centre = probs[:, _CENTRE]
+      ten = probs.mean(axis=1)
+    else:
+      centre = _softmax_of(model, params_list,
+                           augment.center_patch(batch['image'], stats, crop))
+    sums = {'count': jnp.sum(mask), **_error_sums(centre, labels, mask, 'centre')}
+    if config.eval.ten_patch:
       sums.update(_error_sums(ten, labels, mask, 'ten_patch'))
     return sums
 
