@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -179,5 +180,17 @@ echo 'process 1 fails'; exit 3
   assert '[process 1] process 1 fails' in out
   assert 'Process 1 exited with status 3: stopping the others.' in out
   for survivor in (0, 2):
-    with pytest.raises(ProcessLookupError):
-      os.kill(int((tmp_path / f'pid_{survivor}').read_text()), 0)
+    pid = int((tmp_path / f'pid_{survivor}').read_text())
+    deadline = time.time() + 10  # SIGKILL takes effect asynchronously.
+    while _alive(pid) and time.time() < deadline:
+      time.sleep(0.1)
+    assert not _alive(pid), f'process {survivor} (pid {pid}) is still running'
+
+
+def _alive(pid: int) -> bool:
+  """Whether pid runs; a zombie (killed, not yet reaped by its new parent) does not."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except FileNotFoundError:
+    return False
