@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import augment, sharding, train_step
+from alexnet_jax import sharding, train_step
+from alexnet_jax.data import augment
 
 _CENTRE = 4  # augment.ten_patches' order: four corners, the centre, then reflections.
 

@@ -7,7 +7,7 @@
       --config.eval.only=True
 
 Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine) join
-one job at start-up (distributed.py). Only parses flags and calls the library (train.py).
+one job at start-up (runtime/distributed.py). Only parses flags and calls the library (train.py).
 """
 
 import sys
@@ -15,14 +15,15 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import distributed, preemption, sharding, train
+from alexnet_jax import sharding, train
+from alexnet_jax.runtime import distributed, preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and results go.')
 flags.mark_flags_as_required(['config', 'workdir'])
-# Multi-process jobs (distributed.py says where each fact comes from when not given).
+# Multi-process jobs (runtime/distributed.py says where each fact comes from when not given).
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, where the '
                     'processes meet; default $JAX_COORDINATOR_ADDRESS or detected.')
 flags.DEFINE_integer('num_processes', None, 'Processes in the job; default '

@@ -25,8 +25,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import (checkpointing, evaluate, input_pipeline, metric_writer, model,
-                         preemption, schedules, sharding, train_step)
+from alexnet_jax import checkpointing, evaluate, model, schedules, sharding, train_step
+from alexnet_jax.data import pipeline
+from alexnet_jax.runtime import metric_writer, preemption
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,15 +61,15 @@ def _ready_data(config: ml_collections.ConfigDict) -> None:
   disk must not write them at once, so the others wait until process 0 has.
   """
   if jax.process_index() == 0:
-    input_pipeline.num_examples(config, config.data.train_split)
-    input_pipeline.load_stats(config)
+    pipeline.num_examples(config, config.data.train_split)
+    pipeline.load_stats(config)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('alexnet_jax: data ready')
 
 
 def _steps(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """(steps per epoch, total steps, steps between evaluations); fails if data is missing."""
-  num_train = input_pipeline.num_examples(config, config.data.train_split)
+  num_train = pipeline.num_examples(config, config.data.train_split)
   steps_per_epoch = max(1, num_train // config.train.batch_size)
   total = config.train.num_steps
   if total <= 0:
@@ -84,12 +85,12 @@ def _replicated(mesh: Mesh, tree):
 
 
 def _device_stats(config: ml_collections.ConfigDict, mesh: Mesh):
-  stats = input_pipeline.load_stats(config)
+  stats = pipeline.load_stats(config)
   return _replicated(mesh, jax.tree.map(lambda x: np.asarray(x, np.float32), stats))
 
 
 def _eval_batches(config: ml_collections.ConfigDict):
-  return input_pipeline.create_eval_iterator(
+  return pipeline.create_eval_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())
 
 
@@ -128,10 +129,10 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   mesh, whatever mesh saved it. The data stream goes on where it was: restored from the
   checkpoint when as many processes saved it as this run has, or else started at global
   batch `step`, which holds the same images, rows and augmentation for any number of
-  processes (input_pipeline.create_train_iterator).
+  processes (pipeline.create_train_iterator).
   """
   def stream(start_batch: int = 0):
-    return input_pipeline.create_train_iterator(
+    return pipeline.create_train_iterator(
         config, process_index=jax.process_index(), process_count=jax.process_count(),
         start_batch=start_batch)
 

@@ -15,7 +15,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import augment, data_stats, optimizer, sharding
+from alexnet_jax import optimizer, sharding
+from alexnet_jax.data import augment, statistics
 
 
 @flax.struct.dataclass
@@ -73,7 +74,7 @@ def abstract_stats(config: ml_collections.ConfigDict):
   if not config.data.augment_on_device:
     return None
   size = config.data.image_size
-  return data_stats.DataStats(
+  return statistics.DataStats(
       mean_image=jax.ShapeDtypeStruct((size, size, 3), jnp.float32),
       pca_eigval=jax.ShapeDtypeStruct((3,), jnp.float32),
       pca_eigvec=jax.ShapeDtypeStruct((3, 3), jnp.float32))
@@ -107,7 +108,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
   Call (and lower) it inside `jax.set_mesh(mesh)`: the model reads the mesh in context.
 
   batch: 'image' (model inputs, or uint8 images when data.augment_on_device) and 'label',
-  split over 'data'. stats: data_stats.DataStats, used only for on-device augmentation.
+  split over 'data'. stats: statistics.DataStats, used only for on-device augmentation.
   """
   tx = make_optimizer(config)
   data = config.data

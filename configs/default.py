@@ -64,7 +64,7 @@ def get_config():
   data.flip = True  # Random horizontal reflections (§4.1).
   data.pca_noise_std = 0.1  # sigma of the PCA colour noise alphas (§4.1); 0 turns it off.
   data.pca_stats = 'imagenet'  # 'imagenet': the published ImageNet eigenpairs; 'dataset':
-  #   computed over the training set by `python -m alexnet_jax.prepare` and cached.
+  #   computed over the training set by `python -m alexnet_jax.data.prepare` and cached.
   data.mean = 'dataset'  # 'dataset': per-pixel mean image of the training set (§2),
   #   cached beside the data; 'imagenet': the per-channel constants; 'none'.
   data.augment_on_device = False  # True: the host ships uint8 256x256 images and the
@@ -76,7 +76,7 @@ def get_config():
   data.synthetic_eval_size = 256
   data.val_labels_file = ''  # ILSVRC-2012 validation ground truth: one wnid per line, line k
   #   for ILSVRC2012_val_<k>.JPEG; '': the copy shipped with tensorflow-datasets.
-  data.prepare_processes = 0  # Processes converting images in `alexnet_jax.prepare`; 0: all
+  data.prepare_processes = 0  # Processes converting images in `alexnet_jax.data.prepare`; 0: all
   #   cores.
 
   # --- Training (§5) ------------------------------------------------------------------------

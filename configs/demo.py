@@ -2,10 +2,10 @@
 
   python -m alexnet_jax.main --config=configs/demo.py --workdir=/tmp/demo
 
-Generated images of ten shape classes (synthetic.py) -> prepared as a TFDS ArrayRecord
-dataset -> Grain with the paper's augmentation -> the two-tower net with each tower on its
-own (forced CPU) device -> the paper's optimizer -> Orbax checkpoints -> centre and
-ten-patch evaluation -> TensorBoard events and results.json. Small images (72 px, 64 px
+Generated images of ten shape classes (alexnet_jax/data/synthetic.py) -> prepared as a
+TFDS ArrayRecord dataset -> Grain with the paper's augmentation -> the two-tower net with
+each tower on its own (forced CPU) device -> the paper's optimizer -> Orbax checkpoints ->
+centre and ten-patch evaluation -> TensorBoard events and results.json. Small images (72 px, 64 px
 crops) keep it fast. The net is the paper's; the recipe differs where a few minutes of
 training on 4,000 images need it: Caffe's initialisation (the paper's leaves the loss flat
 for hundreds of steps here), batch 32 at learning rate 0.02, divided by 10 after epoch 6.

@@ -1,6 +1,6 @@
 """The paper's recipe on ILSVRC-2012 (§4-§5), and its ablations as named variants.
 
-  python -m alexnet_jax.prepare --config=configs/ilsvrc2012.py \
+  python -m alexnet_jax.data.prepare --config=configs/ilsvrc2012.py \
       --config.data.manual_dir=/path/to/ILSVRC2012_tars
   python -m alexnet_jax.main --config=configs/ilsvrc2012.py --workdir=runs/alexnet
   python -m alexnet_jax.main --config=configs/ilsvrc2012.py:no_lrn --workdir=runs/no_lrn

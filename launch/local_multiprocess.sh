@@ -10,7 +10,7 @@
 # Each process runs on CPU devices only (JAX_PLATFORMS=cpu), as many as the config's
 # host_devices (the demo: 2) per process. They meet at a coordinator on 127.0.0.1 on a
 # free port, found through JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
-# (alexnet_jax/distributed.py). Every output line is prefixed with its process id. The
+# (alexnet_jax/runtime/distributed.py). Every output line is prefixed with its process id. The
 # script waits for all of them; if one fails, or on Ctrl-C, it stops the others and exits
 # non-zero. Set PYTHON to choose the interpreter (default: python3).
 set -euo pipefail

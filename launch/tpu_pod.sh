@@ -14,7 +14,7 @@
 #   3. runs `python -m alexnet_jax.main --distributed [main.py args...]` on all workers at
 #      once. --distributed makes each process call jax.distributed.initialize, which reads
 #      the worker count, this worker's id and the coordinator (worker 0) from the TPU VM
-#      metadata (alexnet_jax/distributed.py).
+#      metadata (alexnet_jax/runtime/distributed.py).
 # Step and evaluation lines come from worker 0 (process 0). The training lives in the ssh
 # sessions: run this inside tmux or screen, so that closing the terminal does not stop it.
 #

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from alexnet_jax import hlo_audit
+from alexnet_jax.tools import hlo_audit
 from configs import ilsvrc2012
 
 _GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')

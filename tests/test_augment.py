@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax/augment.py: §4.1 crops, reflections, PCA noise, mean, test patches."""
+"""Tests for alexnet_jax/data/augment.py: §4.1 crops, reflections, PCA noise, mean, ten patches."""
 
 import functools
 
@@ -6,16 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import augment
-from alexnet_jax import data_stats
+from alexnet_jax.data import augment
+from alexnet_jax.data import statistics
 
 N = 20_000  # Draws per distribution test: enough to hit all 33 x 33 offsets.
-EIGVAL = data_stats.IMAGENET_PCA_EIGVAL * 255
-EIGVEC = data_stats.IMAGENET_PCA_EIGVEC
+EIGVAL = statistics.IMAGENET_PCA_EIGVAL * 255
+EIGVEC = statistics.IMAGENET_PCA_EIGVEC
 
 
 def _stats(mean_image, eigval=EIGVAL, eigvec=EIGVEC):
-  return data_stats.DataStats(np.asarray(mean_image, np.float32),
+  return statistics.DataStats(np.asarray(mean_image, np.float32),
                               np.asarray(eigval, np.float32),
                               np.asarray(eigvec, np.float32))
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import bench, lrn, model, summary
+from alexnet_jax import lrn, model
+from alexnet_jax.tools import bench, summary
 from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ def report(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('bench')
   path = tmp / 'bench.json'
   command = [
-      sys.executable, '-m', 'alexnet_jax.bench', '--config=configs/default.py',
+      sys.executable, '-m', 'alexnet_jax.tools.bench', '--config=configs/default.py',
       '--cpu_devices=2', f'--batch={BATCH}', '--steps=2', '--warmup=1', '--data=pipeline',
       '--torch', '--torch_layouts=paper', f'--json={path}',
       '--config.model.num_classes=10', '--config.data.crop_size=64',
@@ -46,7 +47,8 @@ def test_report_fields(report):
                               'batch': BATCH, 'crop_size': 64, 'num_classes': 10,
                               'lrn': True, 'augment_on_device': False}
   assert '--config.data.crop_size=64' in report['config_overrides']
-  assert report['command'].startswith('python -m alexnet_jax.bench --config=configs/default.py')
+  assert report['command'].startswith(
+      'python -m alexnet_jax.tools.bench --config=configs/default.py')
   assert report['versions']['jax'] == jax.__version__ and report['versions']['flax']
   j = report['jax']
   assert j['device'] == {'platform': 'cpu', 'kind': 'cpu', 'count': 2, 'peak': None,
@@ -126,7 +128,7 @@ def test_time_steps_measures_each_step():
 
 def test_torch_twins_have_the_reference_parameter_counts():
   torch = pytest.importorskip('torch')
-  from alexnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   with torch.device('meta'):
     paper = torch_reference.build('paper', config)
@@ -145,7 +147,7 @@ def _tensor(x):
 def test_torch_paper_net_computes_what_the_jax_net_computes():
   """Same weights, same logits: conv1 geometry, groups, per-tower LRN (alpha x n), fc6."""
   torch = pytest.importorskip('torch')
-  from alexnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.num_classes, config.data.crop_size = 10, 100  # conv1 pads 3; pool5 is 2x2.
   net = model.create_model(config)
@@ -173,7 +175,7 @@ def test_torch_paper_net_computes_what_the_jax_net_computes():
 
 def test_torch_lrn_alpha_mapping_matches_the_printed_formula():
   torch = pytest.importorskip('torch')
-  from alexnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).normal(0, 30, (2, 5, 5, 96)).astype(np.float32)
   expected = lrn.local_response_norm(jnp.asarray(x), towers=2, size=5, k=2.0, alpha=1e-4,
                                      beta=0.75)

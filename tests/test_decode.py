@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax/decode.py: odd formats become RGB, broken files raise, §2 resize."""
+"""Tests for alexnet_jax/data/decode.py: odd formats become RGB, broken files raise, §2 resize."""
 
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import decode
+from alexnet_jax.data import decode
 
 
 def _encode(image: np.ndarray, fmt: str = 'JPEG', mode: str | None = None, **kw) -> bytes:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alexnet_jax import distributed
+from alexnet_jax.runtime import distributed
 
 SLURM_STEP = {'SLURM_JOB_ID': '4242', 'SLURM_STEP_NODELIST': 'gpu[001-002]',
               'SLURM_NTASKS': '16', 'SLURM_PROCID': '9', 'SLURM_LOCALID': '1'}

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import hlo_audit, sharding
+from alexnet_jax import sharding
+from alexnet_jax.tools import hlo_audit
 from configs import default
 
 
@@ -117,7 +118,7 @@ def test_report_lists_totals_per_axis():
 def test_command_line_prints_the_table_and_passes(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.hlo_audit', '--config=configs/ilsvrc2012.py',
+      [sys.executable, '-m', 'alexnet_jax.tools.hlo_audit', '--config=configs/ilsvrc2012.py',
        '--cpu_devices=4', '--config.train.batch_size=8'],
       cwd=repo, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]

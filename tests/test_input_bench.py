@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax/input_bench.py: the benchmark command runs on an archived folder."""
+"""Tests for alexnet_jax/tools/input_bench.py: the benchmark command runs on an archived folder."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import tarfile
 
 import numpy as np
 
-from alexnet_jax import decode
+from alexnet_jax.data import decode
 
 
 def test_bench_command_on_an_archive(tmp_path):
@@ -23,7 +23,7 @@ def test_bench_command_on_an_archive(tmp_path):
   with tarfile.open(archive, 'w:gz') as tar:
     tar.add(tmp_path / 'images' / 'train', 'train')
     tar.add(tmp_path / 'images' / 'val', 'val')
-  args = [sys.executable, '-m', 'alexnet_jax.input_bench', f'--source={archive}',
+  args = [sys.executable, '-m', 'alexnet_jax.tools.input_bench', f'--source={archive}',
           f'--work_dir={tmp_path / "work"}', '--workers=0', '--images=8', '--batches=2',
           '--config.train.batch_size=4', '--config.data.image_size=32',
           '--config.data.crop_size=24']

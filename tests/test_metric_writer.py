@@ -10,7 +10,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
-from alexnet_jax.metric_writer import MetricWriter
+from alexnet_jax.runtime.metric_writer import MetricWriter
 
 
 def _read_scalars(logdir):

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import model, summary
+from alexnet_jax import model
+from alexnet_jax.tools import summary
 from configs import default
 
 
@@ -172,7 +173,7 @@ def test_bad_model_fields_name_the_field(fields, message):
 def test_summary_command_takes_overrides():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.summary', '--config=configs/ilsvrc2012.py',
+      [sys.executable, '-m', 'alexnet_jax.tools.summary', '--config=configs/ilsvrc2012.py',
        '--config.model.towers=1'], cwd=repo, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.splitlines()[-1].split()[1:] == ['59,798,312', '391,514,384']

@@ -27,7 +27,8 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpointing, input_pipeline, model, sharding, train, train_step
+from alexnet_jax import checkpointing, model, sharding, train, train_step
+from alexnet_jax.data import pipeline
 from configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,8 +64,8 @@ def data_dir(tmp_path_factory):
   """The dataset and its statistics, generated once, before any process reads them."""
   directory = str(tmp_path_factory.mktemp('data'))
   config = _config(directory)
-  input_pipeline.num_examples(config, config.data.train_split)
-  input_pipeline.load_stats(config)
+  pipeline.num_examples(config, config.data.train_split)
+  pipeline.load_stats(config)
   return directory
 
 
@@ -143,16 +144,16 @@ def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys
   for a, b in zip(jax.tree.leaves(params_two), jax.tree.leaves(params_one)):
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-6)
   with pytest.raises(ValueError, match='positions of 2 processes, but this run has 1'):
-    _restore(two, config, 4, input_pipeline.create_train_iterator(config))
+    _restore(two, config, 4, pipeline.create_train_iterator(config))
 
   # A stream started at a global batch (a resume on another process count) is the one
   # that read up to there, with Grain worker processes too.
   with_workers = _config(data_dir)
   with_workers.data.worker_count = 2
-  fresh = input_pipeline.create_train_iterator(with_workers)
+  fresh = pipeline.create_train_iterator(with_workers)
   for _ in range(4):
     next(fresh)
-  started = input_pipeline.create_train_iterator(with_workers, start_batch=4)
+  started = pipeline.create_train_iterator(with_workers, start_batch=4)
   np.testing.assert_array_equal(next(started)['image'], next(fresh)['image'])
 
   # Resume the 2-process run on one process with another mesh (both towers on each of the

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import (checkpointing, evaluate, input_pipeline, sharding, train,
-                         train_step)
+from alexnet_jax import checkpointing, evaluate, sharding, train, train_step
+from alexnet_jax.data import pipeline
 from configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,15 +123,15 @@ class IgnoresInput(nn.Module):
 def test_ten_patch_of_input_ignoring_net_equals_centre_and_counts_each_example(data_dir):
   config = tiny_config(data_dir)
   mesh = sharding.make_mesh(config)
-  input_pipeline.num_examples(config, 'validation')  # Generates the data if needed.
-  stats = jax.device_put(input_pipeline.load_stats(config))
+  pipeline.num_examples(config, 'validation')  # Generates the data if needed.
+  stats = jax.device_put(pipeline.load_stats(config))
   net = IgnoresInput()
   params = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
   step = evaluate.make_eval_step(config, net, mesh)
-  batches = input_pipeline.create_eval_iterator(config)
+  batches = pipeline.create_eval_iterator(config)
   results = evaluate.evaluate(step, [params], batches, mesh, stats)
   labels = np.concatenate([b['label'][b['mask']]
-                           for b in input_pipeline.create_eval_iterator(config)])
+                           for b in pipeline.create_eval_iterator(config)])
   assert results['count'] == len(labels) == 37
   # Scores 3 for classes 3 and 7: argmax (ties to the lower index) is class 3.
   assert results['centre_top1_error'] == pytest.approx(1 - np.mean(labels == 3))
@@ -155,7 +155,7 @@ def test_missing_data_says_what_to_download(tmp_path):
   config = tiny_config(str(tmp_path))
   config.data.source = 'imagenet2012'
   config.data.manual_dir = str(tmp_path / 'manual')
-  with pytest.raises(FileNotFoundError, match='ILSVRC2012_img_train.tar.*alexnet_jax.prepare'):
+  with pytest.raises(FileNotFoundError, match='ILSVRC2012_img_train.tar.*alexnet_jax.data.prepare'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')  # Failed before touching the workdir.
 

@@ -44,8 +44,8 @@ from absl import logging
 from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
-from alexnet_jax import decode
-from alexnet_jax import synthetic
+from alexnet_jax.data import decode
+from alexnet_jax.data import synthetic
 
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'
 VAL_TAR = 'ILSVRC2012_img_val.tar'
@@ -137,7 +137,7 @@ def _catalog_builder(config):
 def missing_data_message(config) -> str:
   """What to download, where to put it and which command to run, for `config`."""
   d = config.data
-  prepare = ('python -m alexnet_jax.prepare --config=<your config file> '
+  prepare = ('python -m alexnet_jax.data.prepare --config=<your config file> '
              '[the same --config.data.* overrides as for training]')
   where = f'expected a prepared dataset in {dataset_dir(config)}'
   if d.source == 'imagenet2012':
@@ -169,7 +169,7 @@ def _read_only_builder(config):
     raise DataMissingError(
         f'{dataset_dir(config)} holds {builder.info.file_format.value} files; reading '
         'without TensorFlow needs ArrayRecord. Prepare it again with '
-        "file_format='array_record' (python -m alexnet_jax.prepare does).")
+        "file_format='array_record' (python -m alexnet_jax.data.prepare does).")
   return builder
 
 

@@ -17,7 +17,7 @@ import shutil
 
 import numpy as np
 
-from alexnet_jax import decode
+from alexnet_jax.data import decode
 
 CLASSES = ('disc', 'square', 'triangle', 'ring', 'cross', 'hstripes', 'vstripes',
            'checker', 'diamond', 'frame')

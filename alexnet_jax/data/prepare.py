@@ -1,11 +1,11 @@
 """Command: prepare a config's data once, then cache its training-set mean image and PCA.
 
-  python -m alexnet_jax.prepare --config=configs/ilsvrc2012.py \
+  python -m alexnet_jax.data.prepare --config=configs/ilsvrc2012.py \
       [--config.data.manual_dir=/path/to/tars] [--config.data.data_dir=...]
 
-Builds the dataset the config reads (datasets.prepare: resumable, logs progress and an
+Builds the dataset the config reads (sources.prepare: resumable, logs progress and an
 ETA; run it again after an interruption and it continues), then makes one pass over the
-training split for the §2 mean image and the §4.1 RGB PCA (input_pipeline.compute_stats),
+training split for the §2 mean image and the §4.1 RGB PCA (pipeline.compute_stats),
 cached beside the data. Pass the same `--config.data.*` overrides as for training.
 """
 
@@ -15,9 +15,9 @@ from absl import app
 from absl import logging
 from ml_collections import config_flags
 
-from alexnet_jax import data_stats
-from alexnet_jax import datasets
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
+from alexnet_jax.data import statistics
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
                                           lock_config=True)
@@ -29,13 +29,13 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
-  directory = datasets.prepare(config)
-  stats = data_stats.stats_path(config)
+  directory = sources.prepare(config)
+  stats = statistics.stats_path(config)
   if os.path.exists(stats):
     logging.info('Statistics already cached: %s', stats)
   else:
-    stats = input_pipeline.compute_stats(config)
-  info = datasets.dataset_info(config)
+    stats = pipeline.compute_stats(config)
+  info = sources.dataset_info(config)
   for split, split_info in info.splits.items():
     skipped = info.metadata.get('skipped_files', {}).get(split, [])
     print(f'{split}: {split_info.num_examples} examples'

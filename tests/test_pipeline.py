@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax/input_pipeline.py: batches, shards, resume, evaluation, statistics."""
+"""Tests for alexnet_jax/data/pipeline.py: batches, shards, resume, evaluation, statistics."""
 
 import hashlib
 import json
@@ -10,11 +10,11 @@ import grain
 import numpy as np
 import pytest
 
-from alexnet_jax import data_stats
-from alexnet_jax import datasets
-from alexnet_jax import decode
-from alexnet_jax import input_pipeline
-from alexnet_jax import synthetic
+from alexnet_jax.data import decode
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
+from alexnet_jax.data import statistics
+from alexnet_jax.data import synthetic
 from configs import default
 
 TRAIN, EVAL = 60, 25
@@ -23,7 +23,7 @@ TRAIN, EVAL = 60, 25
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp('data')
-  datasets.prepare(make_config(path))
+  sources.prepare(make_config(path))
   return path
 
 
@@ -53,22 +53,22 @@ def _take(iterator, n):
 
 
 def test_host_and_device_mode_batches(data_dir):
-  host = next(input_pipeline.create_train_iterator(make_config(data_dir)))
+  host = next(pipeline.create_train_iterator(make_config(data_dir)))
   assert host['image'].shape == (12, 32, 32, 3) and host['image'].dtype == np.float32
   assert host['label'].shape == (12,) and host['label'].dtype == np.int32
   assert -130 < host['image'].min() and host['image'].max() < 160  # 0..255 minus mean.
-  device = next(input_pipeline.create_train_iterator(
+  device = next(pipeline.create_train_iterator(
       make_config(data_dir, augment_on_device=True)))
   assert device['image'].shape == (12, 40, 40, 3) and device['image'].dtype == np.uint8
   np.testing.assert_array_equal(device['label'], host['label'])  # Same shuffle.
 
 
 def test_same_seed_same_batches_other_seed_other_batches(data_dir):
-  a = _take(input_pipeline.create_train_iterator(make_config(data_dir)), 3)
-  b = _take(input_pipeline.create_train_iterator(make_config(data_dir)), 3)
+  a = _take(pipeline.create_train_iterator(make_config(data_dir)), 3)
+  b = _take(pipeline.create_train_iterator(make_config(data_dir)), 3)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x['image'], y['image'])
-  c = next(input_pipeline.create_train_iterator(make_config(data_dir, shuffle_seed=1)))
+  c = next(pipeline.create_train_iterator(make_config(data_dir, shuffle_seed=1)))
   assert not np.array_equal(a[0]['label'], c['label'])
 
 
@@ -77,12 +77,12 @@ def test_process_shards_are_disjoint_and_cover_each_epoch(data_dir):
   steps = TRAIN // config.train.batch_size  # One epoch: 5 global batches of 12.
   shards = []
   for p in range(2):
-    it = input_pipeline.create_train_iterator(config, process_index=p, process_count=2)
+    it = pipeline.create_train_iterator(config, process_index=p, process_count=2)
     batches = _take(it, 2 * steps)
     assert batches[0]['image'].shape[0] == 6
     shards.append([[_digest(im) for b in batches[e * steps:(e + 1) * steps]
                     for im in b['image']] for e in range(2)])
-  source = datasets.open_split(config, 'train')
+  source = sources.open_split(config, 'train')
   everything = {_digest(decode.decode_image(source[i]['image'])) for i in range(TRAIN)}
   for epoch in range(2):
     first, second = set(shards[0][epoch]), set(shards[1][epoch])
@@ -94,8 +94,8 @@ def test_process_shards_are_disjoint_and_cover_each_epoch(data_dir):
 
 def test_host_augmentation_does_not_depend_on_process_count(data_dir):
   config = make_config(data_dir)
-  whole = next(input_pipeline.create_train_iterator(config))['image']
-  halves = [next(input_pipeline.create_train_iterator(config, process_index=p,
+  whole = next(pipeline.create_train_iterator(config))['image']
+  halves = [next(pipeline.create_train_iterator(config, process_index=p,
                                                       process_count=2))['image']
             for p in range(2)]
   b = len(halves[0])  # Process p holds rows p*b..(p+1)*b-1 of the global batch.
@@ -105,9 +105,9 @@ def test_host_augmentation_does_not_depend_on_process_count(data_dir):
 
 def test_a_stream_started_at_a_batch_continues_the_uninterrupted_one(data_dir):
   config = make_config(data_dir)
-  uninterrupted = _take(input_pipeline.create_train_iterator(config), 5)
+  uninterrupted = _take(pipeline.create_train_iterator(config), 5)
   for p in range(2):
-    started = next(input_pipeline.create_train_iterator(
+    started = next(pipeline.create_train_iterator(
         config, process_index=p, process_count=2, start_batch=3))
     rows = slice(p * len(started['label']), (p + 1) * len(started['label']))
     np.testing.assert_array_equal(started['image'], uninterrupted[3]['image'][rows])
@@ -117,9 +117,9 @@ def test_a_stream_started_at_a_batch_continues_the_uninterrupted_one(data_dir):
 @pytest.mark.parametrize('workers', [0, 2])
 def test_resume_continues_with_the_uninterrupted_batches(data_dir, tmp_path, workers):
   config = make_config(data_dir, worker_count=workers)
-  it = input_pipeline.create_train_iterator(config)
+  it = pipeline.create_train_iterator(config)
   _take(it, 6)
-  restored = input_pipeline.create_train_iterator(config)
+  restored = pipeline.create_train_iterator(config)
   if workers:
     # Through grain's Orbax checkpoint handler, as the training loop saves it.
     handler = grain.checkpoint.CheckpointHandler()
@@ -134,19 +134,19 @@ def test_resume_continues_with_the_uninterrupted_batches(data_dir, tmp_path, wor
     np.testing.assert_array_equal(expected['label'], got['label'])
   assert not np.array_equal(uninterrupted[0]['label'], uninterrupted[1]['label'])
   if workers:  # Workers change where the work runs, not the batches.
-    in_process = _take(input_pipeline.create_train_iterator(make_config(data_dir)), 9)
+    in_process = _take(pipeline.create_train_iterator(make_config(data_dir)), 9)
     np.testing.assert_array_equal(in_process[6]['image'], uninterrupted[0]['image'])
 
 
 @pytest.mark.parametrize('process_count', [1, 2])
 def test_eval_covers_every_example_exactly_once(data_dir, process_count):
   config = make_config(data_dir)  # 25 examples, batch 8: not divisible.
-  source = datasets.open_split(config, 'validation')
+  source = sources.open_split(config, 'validation')
   expected = sorted((_digest(decode.decode_image(source[i]['image'])), source[i]['label'])
                     for i in range(EVAL))
   seen, batch_counts = [], []
   for p in range(process_count):
-    batches = list(input_pipeline.create_eval_iterator(
+    batches = list(pipeline.create_eval_iterator(
         config, process_index=p, process_count=process_count))
     batch_counts.append(len(batches))
     for b in batches:
@@ -162,8 +162,8 @@ def test_eval_covers_every_example_exactly_once(data_dir, process_count):
 
 
 def test_eval_with_workers_matches_in_process(data_dir):
-  base = list(input_pipeline.create_eval_iterator(make_config(data_dir)))
-  workers = list(input_pipeline.create_eval_iterator(make_config(data_dir,
+  base = list(pipeline.create_eval_iterator(make_config(data_dir)))
+  workers = list(pipeline.create_eval_iterator(make_config(data_dir,
                                                                  worker_count=2)))
   assert len(base) == len(workers)
   digests = lambda bs: sorted(_digest(im) for b in bs for im in b['image'][b['mask']])
@@ -174,29 +174,29 @@ def test_dataset_smaller_than_one_batch_is_an_error(data_dir):
   config = make_config(data_dir)
   config.train.batch_size = 64
   with pytest.raises(ValueError, match=r'60 examples, fewer than one batch'):
-    input_pipeline.create_train_iterator(config)
+    pipeline.create_train_iterator(config)
 
 
 def test_batch_not_divisible_by_processes_is_an_error(data_dir):
   with pytest.raises(ValueError, match=r'eval.batch_size=8 must be divisible'):
-    input_pipeline.create_eval_iterator(make_config(data_dir), process_count=3)
+    pipeline.create_eval_iterator(make_config(data_dir), process_count=3)
 
 
 def test_stats_are_computed_exactly_and_loaded(data_dir):
   config = make_config(data_dir, mean='dataset', pca_stats='dataset')
-  stats = input_pipeline.load_stats(config)  # Synthetic: computed on first use.
-  source = datasets.open_split(config, 'train')
+  stats = pipeline.load_stats(config)  # Synthetic: computed on first use.
+  source = sources.open_split(config, 'train')
   images = np.stack([decode.decode_image(source[i]['image']) for i in range(TRAIN)])
   np.testing.assert_allclose(stats.mean_image, images.mean(0), rtol=1e-5)
   eigval, eigvec = np.linalg.eigh(np.cov(images.reshape(-1, 3).T / 255.0, bias=True))
   np.testing.assert_allclose(stats.pca_eigval, eigval[::-1] * 255, rtol=1e-4)
   np.testing.assert_allclose(np.abs(stats.pca_eigvec), np.abs(eigvec[:, ::-1]),
                              atol=1e-4)
-  constants = input_pipeline.load_stats(make_config(data_dir, mean='none'))
+  constants = pipeline.load_stats(make_config(data_dir, mean='none'))
   assert not constants.mean_image.any() and constants.mean_image.shape == (40, 40, 3)
   np.testing.assert_allclose(constants.pca_eigval,
-                             data_stats.IMAGENET_PCA_EIGVAL * 255, rtol=1e-6)
-  imagenet = input_pipeline.load_stats(make_config(data_dir, mean='imagenet'))
+                             statistics.IMAGENET_PCA_EIGVAL * 255, rtol=1e-6)
+  imagenet = pipeline.load_stats(make_config(data_dir, mean='imagenet'))
   np.testing.assert_allclose(imagenet.mean_image[7, 3], [123.675, 116.28, 103.53])
 
 
@@ -204,14 +204,15 @@ def test_missing_stats_say_which_command_to_run(data_dir, tmp_path):
   # The synthetic images read as a plain folder: prepared, but no statistics cached.
   config = make_config(tmp_path, source='folder', mean='dataset',
                        folder=synthetic.root(make_config(data_dir)))
-  datasets.prepare(config)
-  with pytest.raises(datasets.DataMissingError,
-                     match=r'No cached training-set statistics.*python -m alexnet_jax.prepare'):
-    input_pipeline.load_stats(config)
+  sources.prepare(config)
+  with pytest.raises(sources.DataMissingError,
+                     match=r'No cached training-set statistics.*'
+                           r'python -m alexnet_jax.data.prepare'):
+    pipeline.load_stats(config)
 
 
 def test_prepare_command(tmp_path):
-  args = [sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/default.py',
+  args = [sys.executable, '-m', 'alexnet_jax.data.prepare', '--config=configs/default.py',
           '--config.data.source=synthetic', f'--config.data.data_dir={tmp_path}',
           '--config.data.image_size=24', '--config.data.synthetic_train_size=20',
           '--config.data.synthetic_eval_size=10', '--config.data.worker_count=0']
@@ -219,6 +220,6 @@ def test_prepare_command(tmp_path):
   assert 'train: 20 examples' in out and 'validation: 10 examples' in out
   config = make_config(tmp_path, image_size=24, synthetic_train_size=20,
                        synthetic_eval_size=10)
-  assert data_stats.stats_path(config) in out
-  with np.load(data_stats.stats_path(config)) as f:
+  assert statistics.stats_path(config) in out
+  with np.load(statistics.stats_path(config)) as f:
     assert f['mean_image'].shape == (24, 24, 3) and int(f['num_images']) == 20

@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax/datasets.py and synthetic.py: sources prepared through the real path.
+"""Tests for alexnet_jax/data/sources.py and synthetic.py: sources prepared through the real path.
 
 The ILSVRC-style tars are built here: a train tar of per-class tars `n0xxxxxxx.tar` of
 JPEGs of odd sizes (greyscale, CMYK, a PNG named .JPEG, one truncated file) and a flat
@@ -14,10 +14,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import datasets
-from alexnet_jax import decode
-from alexnet_jax import input_pipeline
-from alexnet_jax import synthetic
+from alexnet_jax.data import decode
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
+from alexnet_jax.data import synthetic
 from configs import default
 
 WNIDS = ('n01000001', 'n01000002', 'n01000003')
@@ -66,7 +66,7 @@ def make_ilsvrc_tars(manual_dir, labels_path):
   """Writes ILSVRC2012_img_{train,val}.tar and the val ground truth; returns expectations."""
   os.makedirs(manual_dir, exist_ok=True)
   expected = {}
-  with tarfile.open(os.path.join(manual_dir, datasets.TRAIN_TAR), 'w') as outer:
+  with tarfile.open(os.path.join(manual_dir, sources.TRAIN_TAR), 'w') as outer:
     for label, wnid in enumerate(WNIDS):
       inner = io.BytesIO()
       with tarfile.open(fileobj=inner, mode='w') as tar:
@@ -75,7 +75,7 @@ def make_ilsvrc_tars(manual_dir, labels_path):
             _add(tar, name, _image_bytes(colour or (9, 9, 9), size, kind))
             expected[name] = (label, colour)
       _add(outer, f'{wnid}.tar', inner.getvalue())
-  with tarfile.open(os.path.join(manual_dir, datasets.VAL_TAR), 'w') as tar:
+  with tarfile.open(os.path.join(manual_dir, sources.VAL_TAR), 'w') as tar:
     for k, (label, colour, size, kind) in enumerate(VAL, 1):
       name = f'ILSVRC2012_val_{k:08d}.JPEG'
       _add(tar, name, _image_bytes(colour, size, kind))
@@ -98,17 +98,17 @@ def test_ilsvrc_tars_prepared_and_read_back(tmp_path):
   config = ilsvrc_config(tmp_path)
   expected = make_ilsvrc_tars(config.data.manual_dir, config.data.val_labels_file)
   config.data.prepare_processes = 2  # The real path: spawned converter processes.
-  datasets.prepare(config)
+  sources.prepare(config)
 
-  info = datasets.dataset_info(config)
+  info = sources.dataset_info(config)
   assert info.features['label'].names == list(WNIDS)
   assert info.metadata['skipped_files'] == {'train': ['n01000002_3.JPEG'],
                                             'validation': []}
-  assert input_pipeline.num_examples(config, 'train') == len(TRAIN) - 1
-  assert input_pipeline.num_examples(config, 'validation') == len(VAL)
+  assert pipeline.num_examples(config, 'train') == len(TRAIN) - 1
+  assert pipeline.num_examples(config, 'validation') == len(VAL)
   seen = set()
   for split in ('train', 'validation'):
-    source = datasets.open_split(config, split)
+    source = sources.open_split(config, split)
     for i in range(len(source)):
       record = source[i]
       name = record['file_name']
@@ -123,7 +123,7 @@ def test_ilsvrc_tars_prepared_and_read_back(tmp_path):
   assert seen == {n for n, (_, c) in expected.items() if c is not None}
   assert not os.path.exists(os.path.join(config.data.data_dir,
                                          'ilsvrc2012_prepared_staging', '256px_q90'))
-  datasets.prepare(config)  # Prepared: a no-op.
+  sources.prepare(config)  # Prepared: a no-op.
 
 
 def test_ilsvrc_unknown_class_in_val_labels(tmp_path):
@@ -132,18 +132,18 @@ def test_ilsvrc_unknown_class_in_val_labels(tmp_path):
   with open(config.data.val_labels_file, 'a') as f:
     f.write('n09999999\n')
   with pytest.raises(ValueError, match=r"Unknown class.*n09999999"):
-    datasets.prepare(config)
+    sources.prepare(config)
 
 
 def test_ilsvrc_missing_tars_say_what_to_do(tmp_path):
   config = ilsvrc_config(tmp_path)
-  with pytest.raises(datasets.DataMissingError) as e:
-    datasets.prepare(config)
+  with pytest.raises(sources.DataMissingError) as e:
+    sources.prepare(config)
   for text in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar', 'image-net.org',
-               config.data.manual_dir, 'python -m alexnet_jax.prepare'):
+               config.data.manual_dir, 'python -m alexnet_jax.data.prepare'):
     assert text in str(e.value)
-  with pytest.raises(datasets.DataMissingError, match='python -m alexnet_jax.prepare'):
-    input_pipeline.create_train_iterator(config)
+  with pytest.raises(sources.DataMissingError, match='python -m alexnet_jax.data.prepare'):
+    pipeline.create_train_iterator(config)
 
 
 def make_folder(root, counts, size=(50, 40)):
@@ -173,7 +173,7 @@ def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
   root = tmp_path / 'images'
   make_folder(root, {'train': {'cat': 3, 'dog': 2, 'eel': 2}, 'val': {'dog': 2}})
   config = folder_config(tmp_path, root)
-  real = datasets.convert_unit
+  real = sources.convert_unit
   first = []
 
   def interrupted(unit, path, **kw):
@@ -182,23 +182,23 @@ def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
     first.append((unit.split, unit.name))
     return real(unit, path, **kw)
 
-  monkeypatch.setattr(datasets, 'convert_unit', interrupted)
+  monkeypatch.setattr(sources, 'convert_unit', interrupted)
   with pytest.raises(RuntimeError, match='power cut'):
-    datasets.prepare(config)
-  assert not datasets.is_prepared(config)
+    sources.prepare(config)
+  assert not sources.is_prepared(config)
   second = []
 
   def spy(unit, path, **kw):
     second.append((unit.split, unit.name))
     return real(unit, path, **kw)
 
-  monkeypatch.setattr(datasets, 'convert_unit', spy)
-  datasets.prepare(config)
+  monkeypatch.setattr(sources, 'convert_unit', spy)
+  sources.prepare(config)
   assert len(first) == 2 and not set(first) & set(second)
   assert len(first) + len(second) == 4  # Units: train/cat, train/dog, train/eel, val/dog.
-  assert input_pipeline.num_examples(config, 'train') == 7
-  assert input_pipeline.num_classes(config) == 3
-  source = datasets.open_split(config, 'val')
+  assert pipeline.num_examples(config, 'train') == 7
+  assert pipeline.num_classes(config) == 3
+  source = sources.open_split(config, 'val')
   assert [source[i]['label'] for i in range(2)] == [1, 1]  # 'dog' is class 1 everywhere.
 
 
@@ -208,23 +208,23 @@ def test_folder_errors_name_the_problem(tmp_path):
   config = folder_config(tmp_path, root)
   os.makedirs(root / 'train' / 'empty')
   with pytest.raises(ValueError, match=r'Empty class folder .*train/empty'):
-    datasets.prepare(config)
+    sources.prepare(config)
   os.rmdir(root / 'train' / 'empty')
   make_folder(root, {'val': {'zebra': 1}})
   with pytest.raises(ValueError, match=r"Unknown class folder\(s\) \['zebra'\]"):
-    datasets.prepare(config)
+    sources.prepare(config)
   config.data.folder = str(tmp_path / 'nowhere')
-  with pytest.raises(datasets.DataMissingError, match='nowhere.*does not exist'):
-    datasets.prepare(config)
+  with pytest.raises(sources.DataMissingError, match='nowhere.*does not exist'):
+    sources.prepare(config)
 
 
 def test_unprepared_folder_says_which_command_to_run(tmp_path):
   root = tmp_path / 'images'
   make_folder(root, {'train': {'cat': 1}})
   config = folder_config(tmp_path, root)
-  with pytest.raises(datasets.DataMissingError,
-                     match=r'not prepared.*python -m alexnet_jax.prepare'):
-    input_pipeline.num_examples(config, 'train')
+  with pytest.raises(sources.DataMissingError,
+                     match=r'not prepared.*python -m alexnet_jax.data.prepare'):
+    pipeline.num_examples(config, 'train')
 
 
 def synthetic_config(data_dir, **sizes):
@@ -273,9 +273,9 @@ def test_unprepared_tfds_catalog_dataset_says_what_to_do(tmp_path):
   config.data.source = 'tfds'
   config.data.name = 'cifar10'
   config.data.data_dir = str(tmp_path)
-  with pytest.raises(datasets.DataMissingError,
-                     match=r"'cifar10' is not prepared as ArrayRecord.*alexnet_jax.prepare"):
-    input_pipeline.create_eval_iterator(config)
+  with pytest.raises(sources.DataMissingError,
+                     match=r"'cifar10' is not prepared as ArrayRecord.*alexnet_jax.data.prepare"):
+    pipeline.create_eval_iterator(config)
   config.data.name = ''
   with pytest.raises(ValueError, match='needs data.name'):
-    input_pipeline.num_examples(config, 'train')
+    pipeline.num_examples(config, 'train')

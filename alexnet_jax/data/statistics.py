@@ -1,7 +1,7 @@
 """The training set's mean image (§2) and RGB PCA (§4.1): cached beside the data, loaded.
 
 One job. `write_stats` turns sums over the training split (collected by
-input_pipeline.compute_stats) into `alexnet_stats_<split>_<size>px.npz` in the prepared
+pipeline.compute_stats) into `alexnet_stats_<split>_<size>px.npz` in the prepared
 dataset's directory; `load_stats` turns the config's choices (`data.mean`,
 `data.pca_stats`) into a `DataStats`.
 
@@ -19,7 +19,7 @@ from typing import NamedTuple
 from absl import logging
 import numpy as np
 
-from alexnet_jax import datasets
+from alexnet_jax.data import sources
 
 # Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; REFERENCE §5).
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
@@ -39,7 +39,7 @@ class DataStats(NamedTuple):
 
 def stats_path(config) -> str:
   d = config.data
-  return os.path.join(datasets.dataset_dir(config),
+  return os.path.join(sources.dataset_dir(config),
                       f'alexnet_stats_{d.train_split}_{d.image_size}px.npz')
 
 
@@ -71,10 +71,10 @@ def write_stats(config, count: int, image_sum: np.ndarray, pixel_sum: np.ndarray
 def _cached(config) -> dict[str, np.ndarray]:
   path = stats_path(config)
   if not os.path.exists(path):
-    raise datasets.DataMissingError(
+    raise sources.DataMissingError(
         f'No cached training-set statistics at {path} (needed by data.mean='
         f'{config.data.mean!r}, data.pca_stats={config.data.pca_stats!r}). Run: '
-        'python -m alexnet_jax.prepare --config=<your config file> [the same '
+        'python -m alexnet_jax.data.prepare --config=<your config file> [the same '
         "--config.data.* overrides], or set data.mean='imagenet' and "
         "data.pca_stats='imagenet' to use the published constants.")
   with np.load(path) as f:
@@ -86,7 +86,7 @@ def load_stats(config) -> DataStats:
   d = config.data
   size = d.image_size
   if 'dataset' in (d.mean, d.pca_stats):
-    datasets.dataset_info(config)  # Missing data: say so before the statistics.
+    sources.dataset_info(config)  # Missing data: say so before the statistics.
     cached = _cached(config)
   if d.mean == 'dataset':
     mean_image = cached['mean_image']

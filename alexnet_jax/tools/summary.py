@@ -1,7 +1,7 @@
 """A table of the configured net, layer by layer, like REFERENCE §1 and the paper's Figure 2.
 
-  python -m alexnet_jax.summary --config=configs/ilsvrc2012.py
-  python -m alexnet_jax.summary --config=configs/ilsvrc2012.py --config.model.towers=1
+  python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py
+  python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py --config.model.towers=1
 
 For each layer: its kernels (over both towers), which maps each kernel sees, the output
 shape (before and after pooling), parameters and multiply-accumulates per image.

@@ -1,6 +1,6 @@
 """PyTorch twins of the nets and their training step, used only by the benchmark (bench.py).
 
-They exist so that `python -m alexnet_jax.bench --torch` can time the same training work
+They exist so that `python -m alexnet_jax.tools.bench --torch` can time the same training work
 in PyTorch in the same run; nothing else in alexnet_jax imports this file, and PyTorch is
 not a dependency (install it yourself to use --torch). Two layouts (REFERENCE §1):
 

@@ -1,6 +1,6 @@
 """Grain input pipelines: the training stream and the evaluation pass, per process.
 
-One job: turn a prepared split (datasets.py) into batches of numpy arrays for this
+One job: turn a prepared split (sources.py) into batches of numpy arrays for this
 process. The training pipeline is a global shuffle (data.shuffle_seed) repeated forever,
 the §4.1 augmentation drawn per image from config.seed and the image's position in the
 global stream, then this process's every `process_count`-th image: so the batches do not
@@ -30,42 +30,42 @@ from absl import logging
 import grain
 import numpy as np
 
-from alexnet_jax import augment
-from alexnet_jax import data_stats
-from alexnet_jax import datasets
-from alexnet_jax import decode
+from alexnet_jax.data import augment
+from alexnet_jax.data import decode
+from alexnet_jax.data import sources
+from alexnet_jax.data import statistics
 
-DataStats = data_stats.DataStats
-DataMissingError = datasets.DataMissingError
-dataset_info = datasets.dataset_info  # Splits, sizes, class names; clear error if missing.
+DataStats = statistics.DataStats
+DataMissingError = sources.DataMissingError
+dataset_info = sources.dataset_info  # Splits, sizes, class names; clear error if missing.
 _STATS_BATCH = 32
 
 
 def num_examples(config, split: str) -> int:
   """Examples in `split` of the prepared dataset (raises DataMissingError if absent)."""
-  splits = datasets.dataset_info(config).splits
+  splits = sources.dataset_info(config).splits
   if split not in splits:
-    raise ValueError(f'Split {split!r} is not in {datasets.dataset_dir(config)}; it has '
+    raise ValueError(f'Split {split!r} is not in {sources.dataset_dir(config)}; it has '
                      f'{sorted(splits)}.')
   return splits[split].num_examples
 
 
 def num_classes(config) -> int:
   """Classes of the prepared dataset (set model.num_classes to this)."""
-  return datasets.dataset_info(config).features['label'].num_classes
+  return sources.dataset_info(config).features['label'].num_classes
 
 
 def load_stats(config) -> DataStats:
-  """The mean image and PCA eigenpairs `config` asks for (see data_stats.py).
+  """The mean image and PCA eigenpairs `config` asks for (see statistics.py).
 
   For the 'synthetic' source they are computed on first use (seconds); for the others a
   missing cache raises DataMissingError saying which command to run.
   """
   if (config.data.source == 'synthetic' and 'dataset' in (config.data.mean,
                                                           config.data.pca_stats)
-      and not os.path.exists(data_stats.stats_path(config))):
+      and not os.path.exists(statistics.stats_path(config))):
     compute_stats(config)
-  return data_stats.load_stats(config)
+  return statistics.load_stats(config)
 
 
 def _records(records) -> dict:
@@ -255,7 +255,7 @@ class _NormalizeBatch:
 
 
 class _StatsSums(grain.transforms.Map):
-  """A batch of records -> the sums `data_stats.write_stats` needs."""
+  """A batch of records -> the sums `statistics.write_stats` needs."""
 
   def __init__(self, size: int):
     self._size = size
@@ -275,7 +275,7 @@ class _StatsSums(grain.transforms.Map):
 
 def compute_stats(config) -> str:
   """One pass over the training split (§2 mean image, §4.1 RGB PCA); returns the file."""
-  source = datasets.open_split(config, config.data.train_split)
+  source = sources.open_split(config, config.data.train_split)
   ds = (grain.MapDataset.source(source)
         .batch(_STATS_BATCH, batch_fn=_records)
         .map(_StatsSums(config.data.image_size)))
@@ -287,7 +287,7 @@ def compute_stats(config) -> str:
     outer_sum = outer_sum + part['outer_sum']
     if i % 1000 == 0:
       logging.info('Mean image and PCA: %d of %d training images', count, len(source))
-  return data_stats.write_stats(config, count, image_sum, pixel_sum, outer_sum)
+  return statistics.write_stats(config, count, image_sum, pixel_sum, outer_sum)
 
 
 def _per_process(batch_size: int, process_count: int, field: str) -> int:
@@ -335,10 +335,10 @@ def create_train_iterator(config, *, process_index: int = 0, process_count: int 
   The iterator is checkpointable (`get_state()` / `set_state()`) and resumes exactly.
   """
   d = config.data
-  source = datasets.open_split(config, d.train_split)
+  source = sources.open_split(config, d.train_split)
   global_batch = config.train.batch_size
   if len(source) < global_batch:
-    raise ValueError(f'The {d.train_split!r} split of {datasets.dataset_dir(config)} has '
+    raise ValueError(f'The {d.train_split!r} split of {sources.dataset_dir(config)} has '
                      f'{len(source)} examples, fewer than one batch (train.batch_size='
                      f'{global_batch}). Use a smaller batch or more data.')
   batch = _per_process(global_batch, process_count, 'train.batch_size')
@@ -374,7 +374,7 @@ def create_eval_iterator(config, *, split=None, process_index: int = 0,
   """
   d = config.data
   split = split or d.eval_split
-  source = datasets.open_split(config, split)
+  source = sources.open_split(config, split)
   batch = _per_process(config.eval.batch_size, process_count, 'eval.batch_size')
   largest_share = -(-len(source) // process_count)
   num_batches = -(-largest_share // batch)

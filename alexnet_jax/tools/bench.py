@@ -1,9 +1,9 @@
 """Command: how fast the training step runs (images/s, MFU), and PyTorch doing the same work.
 
-  python -m alexnet_jax.bench --config=configs/ilsvrc2012.py --config.mesh.tower=1 \
+  python -m alexnet_jax.tools.bench --config=configs/ilsvrc2012.py --config.mesh.tower=1 \
       --batch=1024 --config.model.dtype=bfloat16 --torch --json=bench.json
-  python -m alexnet_jax.bench --config=configs/ilsvrc2012.py --cpu_devices=2 --batch=8
-  python -m alexnet_jax.bench --config=configs/demo.py --data=pipeline
+  python -m alexnet_jax.tools.bench --config=configs/ilsvrc2012.py --cpu_devices=2 --batch=8
+  python -m alexnet_jax.tools.bench --config=configs/demo.py --data=pipeline
 
 What is timed: the real jitted step of train_step.make_train_step (forward, backward,
 the paper's SGD update, dropout, LRN, the towers on the mesh; the state donated) on one
@@ -24,7 +24,7 @@ LRN, pooling, softmax and the update are not counted. The paper's net on 224 cro
 peak of the device for model.dtype (PEAKS); null for a device not in the table (CPU).
 
 --data=pipeline then also runs real steps fed by the Grain pipeline of config.data
-(input_pipeline.create_train_iterator; prepare the data first, or use data.source=
+(pipeline.create_train_iterator; prepare the data first, or use data.source=
 'synthetic'), and reports images/s end to end and the fraction of the step time spent
 waiting for data: 1 - (step time on device-resident data) / (step time end to end).
 
@@ -48,8 +48,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import (data_stats, input_pipeline, model, schedules, sharding, summary,
-                         train_step)
+from alexnet_jax import model, schedules, sharding, train_step
+from alexnet_jax.data import pipeline, statistics
+from alexnet_jax.tools import summary
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets (they also
 # print sparse figures, twice these). float32 is TF32: JAX's default matmul precision lets
@@ -144,19 +145,19 @@ def _device_stats(config: ml_collections.ConfigDict, mesh, published: bool):
   if published:
     config = config.copy_and_resolve_references()
     config.data.mean, config.data.pca_stats = 'imagenet', 'imagenet'
-  stats = (data_stats.load_stats(config) if published else input_pipeline.load_stats(config))
+  stats = (statistics.load_stats(config) if published else pipeline.load_stats(config))
   return jax.device_put(stats, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _pipeline(config: ml_collections.ConfigDict, mesh, step_fn, state, steps: int,
               warmup: int, device_step_s: float) -> tuple[dict, object]:
   """Real steps fed by the Grain pipeline; returns the figures and the state."""
-  classes = input_pipeline.num_classes(config)
+  classes = pipeline.num_classes(config)
   if classes > config.model.num_classes:
     raise ValueError(f'The dataset has {classes} classes but model.num_classes='
                      f'{config.model.num_classes}: add --config.model.num_classes={classes}.')
   stats = _device_stats(config, mesh, published=False)
-  batches = input_pipeline.create_train_iterator(config)
+  batches = pipeline.create_train_iterator(config)
   fetch, put = [], []
 
   def run_step():
@@ -246,7 +247,7 @@ def benchmark_torch(config: ml_collections.ConfigDict, *, steps: int, warmup: in
                     jax_platform: str) -> dict:
   """The PyTorch rows (one per layout and mode), or why there are none."""
   try:
-    from alexnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   except ModuleNotFoundError as e:
     if e.name != 'torch':
       raise
@@ -382,7 +383,7 @@ def main(argv):
                      'channels_last': FLAGS.torch_channels_last}
   report = run(config, steps=FLAGS.steps, warmup=FLAGS.warmup, data=FLAGS.data,
                torch_options=torch_options,
-               command=' '.join(['python -m alexnet_jax.bench', *sys.argv[1:]]))
+               command=' '.join(['python -m alexnet_jax.tools.bench', *sys.argv[1:]]))
   report['config_overrides'] = [a for a in sys.argv[1:] if a.startswith('--config.')]
   print(format_report(report))
   if FLAGS.json:

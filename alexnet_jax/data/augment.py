@@ -8,7 +8,7 @@ patch gets the mean's same window (reflected with it). Testing (§4.1): the cent
 or the four corner and the centre patches and their reflections (ten patches).
 
 All outputs are float32 on the 0..255 pixel scale minus the mean (as Caffe and
-cuda-convnet feed the net). `stats` is a `data_stats.DataStats`: `mean_image` float32
+cuda-convnet feed the net). `stats` is a `statistics.DataStats`: `mean_image` float32
 `(size, size, 3)`, `pca_eigval` `(3,)` and `pca_eigvec` `(3, 3)` (columns are
 eigenvectors), both already on the 0..255 scale.
 

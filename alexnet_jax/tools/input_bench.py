@@ -1,11 +1,11 @@
 """Command: how fast the input pipeline runs on this machine, stage by stage, in images/s.
 
-  python -m alexnet_jax.input_bench --source=../shared/data/imagenette2-224.tar.gz
-  python -m alexnet_jax.input_bench \
+  python -m alexnet_jax.tools.input_bench --source=../shared/data/imagenette2-224.tar.gz
+  python -m alexnet_jax.tools.input_bench \
       --source=~/tensorflow_datasets/ilsvrc2012_prepared/256px_q90/1.0.0 --workers=0,8,16
 
 `--source` is an image folder `root/<split>/<class>/*` (or a .tar/.tar.gz of one), which
-is first prepared exactly as `alexnet_jax.prepare` would (shorter side
+is first prepared exactly as `alexnet_jax.data.prepare` would (shorter side
 `data.image_size`, central square, re-encoded JPEG) under `--work_dir` (reused by later
 runs), or an already prepared ILSVRC-2012 directory. Sizes, batch and split come from
 `--config` (default configs/default.py; override e.g. `--config.train.batch_size=256`).
@@ -31,11 +31,11 @@ from ml_collections import config_flags
 import numpy as np
 import psutil
 
-from alexnet_jax import augment
-from alexnet_jax import data_stats
-from alexnet_jax import datasets
-from alexnet_jax import decode
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import augment
+from alexnet_jax.data import decode
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
+from alexnet_jax.data import statistics
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config file.')
 _SOURCE = flags.DEFINE_string('source', None, 'Image folder, archive of one, or prepared '
@@ -62,12 +62,12 @@ def _prepared_config(source: str):
   if os.path.exists(os.path.join(source, 'dataset_info.json')):
     # <data_dir>/ilsvrc2012_prepared/<size>px_q<quality>/<version>
     name = os.path.basename(os.path.dirname(os.path.dirname(source)))
-    if name != datasets.Ilsvrc2012Prepared.name:
+    if name != sources.Ilsvrc2012Prepared.name:
       raise app.UsageError(f'{source}: only prepared ILSVRC-2012 directories can be '
                            'named directly; give an image folder instead.')
     config = _config(os.path.dirname(os.path.dirname(os.path.dirname(source))),
                      'imagenet2012')
-    config.data.image_size = datasets.dataset_info(config).metadata['image_size']
+    config.data.image_size = sources.dataset_info(config).metadata['image_size']
     return config
   folder = source
   if os.path.isfile(source):
@@ -77,7 +77,7 @@ def _prepared_config(source: str):
       with tarfile.open(source) as tar:
         tar.extractall(folder, filter='data')
   config = _config(os.path.join(_WORK_DIR.value, 'data'), 'folder', folder)
-  datasets.prepare(config)
+  sources.prepare(config)
   return config
 
 
@@ -113,14 +113,14 @@ class _Timer:
 
 def _single_core(config) -> float:
   """Times decode and decode + host augmentation in this process; returns the latter."""
-  source = datasets.open_split(config, config.data.train_split)
+  source = sources.open_split(config, config.data.train_split)
   records = [source[i]['image'] for i in range(min(_IMAGES.value, len(source)))]
   size = config.data.image_size
   with _Timer() as timer:
     for data in records:
       decode.decode_to_square(data, size)
   timer.report('decode (1 core)', len(records))
-  host = augment.HostAugment(data_stats.load_stats(config),
+  host = augment.HostAugment(statistics.load_stats(config),
                              crop_size=config.data.crop_size, flip=True,
                              pca_noise_std=config.data.pca_noise_std)
   rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def _single_core(config) -> float:
 def _pipeline(config, workers: int, on_device: bool) -> float:
   config.data.worker_count = workers
   config.data.augment_on_device = on_device
-  it = input_pipeline.create_train_iterator(config)
+  it = pipeline.create_train_iterator(config)
   for _ in range(3):
     next(it)
   with _Timer() as timer:
@@ -150,8 +150,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _prepared_config(_SOURCE.value)
-  print(f'{datasets.dataset_dir(config)}: '
-        f'{input_pipeline.num_examples(config, config.data.train_split)} images, '
+  print(f'{sources.dataset_dir(config)}: '
+        f'{pipeline.num_examples(config, config.data.train_split)} images, '
         f'{config.data.image_size}px -> {config.data.crop_size}px crops, '
         f'batch {config.train.batch_size}, {os.cpu_count()} cores, load average '
         f'{os.getloadavg()[0]:.1f}')

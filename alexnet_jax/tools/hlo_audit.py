@@ -7,8 +7,8 @@ layers its source ops belong to, and checks the paper's rule: across the 'tower'
 at conv3's input and the fully connected layers (with their softmax), and across 'data'
 only reductions (gradients, loss, metrics), never a gather of the batch.
 
-  python -m alexnet_jax.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8
-  python -m alexnet_jax.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8 \
+  python -m alexnet_jax.tools.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8
+  python -m alexnet_jax.tools.hlo_audit --config=configs/ilsvrc2012.py --cpu_devices=8 \
       --config.mesh.tower=1
 
 --cpu_devices plans a mesh on forced host devices; without it the real devices are used.

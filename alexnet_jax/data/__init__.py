@@ -1,0 +1,13 @@
+"""The input subsystem: everything from a file on disk to a batch of arrays.
+
+Preparing (once): `sources` turns a source (ILSVRC-2012 tars, an image folder, a TFDS
+catalog dataset, the `synthetic` generator) into TFDS ArrayRecord files of §2's
+256x256 JPEGs (`decode` resizes and re-encodes), and `statistics` caches the training
+set's mean image (§2) and RGB PCA (§4.1) beside them; `prepare` is that step as a
+function and a command. Reading (every run): `pipeline` builds the Grain training stream
+and evaluation pass, with §4.1's augmentation from `augment`.
+
+May import: the standard library, numpy, PIL, grain, tensorflow_datasets, array_record,
+absl. Never the training core (`alexnet_jax.model`, `train`, ...), `tools` or
+`experiments`; the core imports this package, not the reverse.
+"""

@@ -1,0 +1,9 @@
+"""Developer commands: look inside the net and time it (`python -m alexnet_jax.tools.X`).
+
+`summary` prints the layer table (REFERENCE §1), `hlo_audit` the collectives of the
+compiled training step, `bench` times the step against the PyTorch twins of
+`torch_reference`, `input_bench` times the input pipeline stage by stage.
+
+May import: the library (`alexnet_jax` and its `data` and `runtime` packages), PyTorch
+(only `torch_reference`, only when asked for). Nothing in the library imports `tools`.
+"""
