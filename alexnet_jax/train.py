@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpointing, evaluate, model, schedules, sharding, train_step
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import pipeline, prepare, statistics
 from alexnet_jax.runtime import metric_writer, preemption
 
 
@@ -55,14 +55,13 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, config_fil
 
 
 def _ready_data(config: ml_collections.ConfigDict) -> None:
-  """Makes sure the data and its statistics exist, process 0 first; fails if they cannot.
+  """Prepares, then reads: the data and its statistics exist after this, or it raised.
 
   A 'synthetic' source and its statistics are written on first use: processes sharing a
   disk must not write them at once, so the others wait until process 0 has.
   """
   if jax.process_index() == 0:
-    pipeline.num_examples(config, config.data.train_split)
-    pipeline.load_stats(config)
+    prepare.ready(config)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('alexnet_jax: data ready')
 
@@ -85,7 +84,7 @@ def _replicated(mesh: Mesh, tree):
 
 
 def _device_stats(config: ml_collections.ConfigDict, mesh: Mesh):
-  stats = pipeline.load_stats(config)
+  stats = statistics.load_stats(config)
   return _replicated(mesh, jax.tree.map(lambda x: np.asarray(x, np.float32), stats))
 
 

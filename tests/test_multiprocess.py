@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpointing, model, sharding, train, train_step
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import pipeline, prepare
 from configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +64,7 @@ def data_dir(tmp_path_factory):
   """The dataset and its statistics, generated once, before any process reads them."""
   directory = str(tmp_path_factory.mktemp('data'))
   config = _config(directory)
-  pipeline.num_examples(config, config.data.train_split)
-  pipeline.load_stats(config)
+  prepare.ready(config)
   return directory
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from alexnet_jax.data import decode
 from alexnet_jax.data import pipeline
+from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import statistics
 from alexnet_jax.data import synthetic
@@ -184,7 +185,8 @@ def test_batch_not_divisible_by_processes_is_an_error(data_dir):
 
 def test_stats_are_computed_exactly_and_loaded(data_dir):
   config = make_config(data_dir, mean='dataset', pca_stats='dataset')
-  stats = pipeline.load_stats(config)  # Synthetic: computed on first use.
+  prepare.prepare(config)
+  stats = statistics.load_stats(config)
   source = sources.open_split(config, 'train')
   images = np.stack([decode.decode_image(source[i]['image']) for i in range(TRAIN)])
   np.testing.assert_allclose(stats.mean_image, images.mean(0), rtol=1e-5)
@@ -192,11 +194,11 @@ def test_stats_are_computed_exactly_and_loaded(data_dir):
   np.testing.assert_allclose(stats.pca_eigval, eigval[::-1] * 255, rtol=1e-4)
   np.testing.assert_allclose(np.abs(stats.pca_eigvec), np.abs(eigvec[:, ::-1]),
                              atol=1e-4)
-  constants = pipeline.load_stats(make_config(data_dir, mean='none'))
+  constants = statistics.load_stats(make_config(data_dir, mean='none'))
   assert not constants.mean_image.any() and constants.mean_image.shape == (40, 40, 3)
   np.testing.assert_allclose(constants.pca_eigval,
                              statistics.IMAGENET_PCA_EIGVAL * 255, rtol=1e-6)
-  imagenet = pipeline.load_stats(make_config(data_dir, mean='imagenet'))
+  imagenet = statistics.load_stats(make_config(data_dir, mean='imagenet'))
   np.testing.assert_allclose(imagenet.mean_image[7, 3], [123.675, 116.28, 103.53])
 
 
@@ -208,7 +210,7 @@ def test_missing_stats_say_which_command_to_run(data_dir, tmp_path):
   with pytest.raises(sources.DataMissingError,
                      match=r'No cached training-set statistics.*'
                            r'python -m alexnet_jax.data.prepare'):
-    pipeline.load_stats(config)
+    statistics.load_stats(config)
 
 
 def test_prepare_command(tmp_path):

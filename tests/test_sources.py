@@ -16,6 +16,7 @@ import pytest
 
 from alexnet_jax.data import decode
 from alexnet_jax.data import pipeline
+from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import synthetic
 from configs import default
@@ -279,3 +280,18 @@ def test_unprepared_tfds_catalog_dataset_says_what_to_do(tmp_path):
   config.data.name = ''
   with pytest.raises(ValueError, match='needs data.name'):
     pipeline.num_examples(config, 'train')
+
+
+def test_reading_never_prepares_and_ready_prepares_synthetic_once(tmp_path):
+  config = synthetic_config(tmp_path)
+  config.data.mean = 'dataset'
+  with pytest.raises(sources.DataMissingError, match='not generated'):
+    pipeline.create_eval_iterator(config)
+  assert not os.path.exists(synthetic.root(config))  # Reading wrote nothing.
+  stats = prepare.ready(config)
+  assert stats.mean_image.shape == (32, 32, 3) and stats.mean_image.any()
+  assert pipeline.num_examples(config, 'train') == 30
+  info = os.path.join(sources.dataset_dir(config), 'dataset_info.json')
+  mtime = os.path.getmtime(info)
+  np.testing.assert_array_equal(prepare.ready(config).mean_image, stats.mean_image)
+  assert os.path.getmtime(info) == mtime  # Prepared once: a second start-up reads.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpointing, evaluate, sharding, train, train_step
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import pipeline, prepare
 from configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,8 +123,7 @@ class IgnoresInput(nn.Module):
 def test_ten_patch_of_input_ignoring_net_equals_centre_and_counts_each_example(data_dir):
   config = tiny_config(data_dir)
   mesh = sharding.make_mesh(config)
-  pipeline.num_examples(config, 'validation')  # Generates the data if needed.
-  stats = jax.device_put(pipeline.load_stats(config))
+  stats = jax.device_put(prepare.ready(config))  # Generates the data if needed.
   net = IgnoresInput()
   params = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
   step = evaluate.make_eval_step(config, net, mesh)

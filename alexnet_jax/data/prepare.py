@@ -1,40 +1,57 @@
-"""Command: prepare a config's data once, then cache its training-set mean image and PCA.
+"""Preparing a config's data, once: the dataset, then its mean image and PCA. A command too.
 
   python -m alexnet_jax.data.prepare --config=configs/ilsvrc2012.py \
       [--config.data.manual_dir=/path/to/tars] [--config.data.data_dir=...]
 
-Builds the dataset the config reads (sources.prepare: resumable, logs progress and an
-ETA; run it again after an interruption and it continues), then makes one pass over the
-training split for the §2 mean image and the §4.1 RGB PCA (pipeline.compute_stats),
-cached beside the data. Pass the same `--config.data.*` overrides as for training.
+`prepare` builds the dataset the config reads (sources.prepare: resumable, logs progress
+and an ETA; run it again after an interruption and it continues), then makes one pass
+over the training split for the §2 mean image and the §4.1 RGB PCA
+(statistics.compute_stats), cached beside the data. Both steps are no-ops once done.
+Pass the same `--config.data.*` overrides as for training.
+
+`ready` is the start-up step of a run: the 'synthetic' source is prepared on the spot
+(seconds); any other must have been prepared by the command, or it raises
+`sources.DataMissingError` saying what to run. After it, the pipelines (pipeline.py) only
+read.
 """
 
 import os
 
 from absl import app
+from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from alexnet_jax.data import pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.data import statistics
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
-                                          lock_config=True)
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
+def prepare(config) -> tuple[str, str]:
+  """Prepares the dataset and its statistics (idempotent); returns both paths."""
   directory = sources.prepare(config)
   stats = statistics.stats_path(config)
   if os.path.exists(stats):
     logging.info('Statistics already cached: %s', stats)
   else:
-    stats = pipeline.compute_stats(config)
+    stats = statistics.compute_stats(config)
+  return directory, stats
+
+
+def ready(config) -> statistics.DataStats:
+  """Start-up: makes sure the data `config` reads exists; returns its statistics."""
+  if config.data.source == 'synthetic':
+    prepare(config)
+  sources.dataset_info(config)  # Missing data: say so before the statistics.
+  return statistics.load_stats(config)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = flags.FLAGS.config
+  if config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
+  directory, stats = prepare(config)
   info = sources.dataset_info(config)
   for split, split_info in info.splits.items():
     skipped = info.metadata.get('skipped_files', {}).get(split, [])
@@ -45,4 +62,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
   app.run(main)

@@ -158,10 +158,7 @@ def missing_data_message(config) -> str:
 
 
 def _read_only_builder(config):
-  """The prepared dataset's builder, after the checks; prepares 'synthetic' on demand."""
-  if config.data.source == 'synthetic' and not is_prepared(config):
-    logging.info('Generating the synthetic dataset under %s', config.data.data_dir)
-    prepare(config)
+  """The prepared dataset's builder, after the checks (it must be prepared already)."""
   if not is_prepared(config):
     raise DataMissingError(missing_data_message(config))
   builder = tfds.builder_from_directory(dataset_dir(config))
@@ -176,8 +173,7 @@ def _read_only_builder(config):
 def dataset_info(config) -> tfds.core.DatasetInfo:
   """The prepared dataset's TFDS info (splits, sizes, class names, metadata).
 
-  A 'synthetic' source is generated and prepared on first use (seconds); any other
-  missing source raises `DataMissingError` with instructions.
+  Raises `DataMissingError`, with instructions, if the dataset is not prepared.
   """
   return _read_only_builder(config).info
 

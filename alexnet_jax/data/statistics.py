@@ -1,8 +1,8 @@
 """The training set's mean image (§2) and RGB PCA (§4.1): cached beside the data, loaded.
 
-One job. `write_stats` turns sums over the training split (collected by
-pipeline.compute_stats) into `alexnet_stats_<split>_<size>px.npz` in the prepared
-dataset's directory; `load_stats` turns the config's choices (`data.mean`,
+One job. `compute_stats` makes one pass over the prepared training split (in Grain
+workers) and `write_stats` turns its sums into `alexnet_stats_<split>_<size>px.npz` in
+the prepared dataset's directory; `load_stats` turns the config's choices (`data.mean`,
 `data.pca_stats`) into a `DataStats`.
 
 Pixel scale. The net eats pixels on the 0..255 scale. The published ImageNet PCA
@@ -17,9 +17,12 @@ import os
 from typing import NamedTuple
 
 from absl import logging
+import grain
 import numpy as np
 
+from alexnet_jax.data import decode
 from alexnet_jax.data import sources
+from alexnet_jax.data import workers
 
 # Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; REFERENCE §5).
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
@@ -28,6 +31,7 @@ IMAGENET_PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
 IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                                 [-0.5808, -0.0045, -0.8140],
                                 [-0.5836, -0.6948, 0.4203]])
+_STATS_BATCH = 32  # Images per task of the statistics pass.
 
 
 class DataStats(NamedTuple):
@@ -105,3 +109,39 @@ def load_stats(config) -> DataStats:
   return DataStats(np.array(mean_image, np.float32),
                    np.asarray(eigval * 255, np.float32),
                    np.asarray(eigvec, np.float32))
+
+
+class _StatsSums(grain.transforms.Map):
+  """A batch of records -> the sums `write_stats` needs."""
+
+  def __init__(self, size: int):
+    self._size = size
+
+  def map(self, records):
+    image_sum = np.zeros((self._size, self._size, 3))
+    pixel_sum, outer_sum = np.zeros(3), np.zeros((3, 3))
+    for data in records['image']:
+      image = decode.decode_to_square(data, self._size)
+      image_sum += image
+      pixels = image.reshape(-1, 3) / 255.0
+      pixel_sum += pixels.sum(axis=0)
+      outer_sum += pixels.T @ pixels
+    return {'count': len(records['image']), 'image_sum': image_sum,
+            'pixel_sum': pixel_sum, 'outer_sum': outer_sum}
+
+
+def compute_stats(config) -> str:
+  """One pass over the training split (§2 mean image, §4.1 RGB PCA); returns the file."""
+  source = sources.open_split(config, config.data.train_split)
+  ds = (grain.MapDataset.source(source)
+        .batch(_STATS_BATCH, batch_fn=workers.records)
+        .map(_StatsSums(config.data.image_size)))
+  count, image_sum, pixel_sum, outer_sum = 0, 0.0, 0.0, 0.0
+  for i, part in enumerate(workers.to_iterator(ds, config)):
+    count += part['count']
+    image_sum = image_sum + part['image_sum']
+    pixel_sum = pixel_sum + part['pixel_sum']
+    outer_sum = outer_sum + part['outer_sum']
+    if i % 1000 == 0:
+      logging.info('Mean image and PCA: %d of %d training images', count, len(source))
+  return write_stats(config, count, image_sum, pixel_sum, outer_sum)

@@ -49,7 +49,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from alexnet_jax import model, schedules, sharding, train_step
-from alexnet_jax.data import pipeline, statistics
+from alexnet_jax.data import pipeline, prepare, statistics
 from alexnet_jax.tools import summary
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets (they also
@@ -145,13 +145,14 @@ def _device_stats(config: ml_collections.ConfigDict, mesh, published: bool):
   if published:
     config = config.copy_and_resolve_references()
     config.data.mean, config.data.pca_stats = 'imagenet', 'imagenet'
-  stats = (statistics.load_stats(config) if published else pipeline.load_stats(config))
+  stats = statistics.load_stats(config)
   return jax.device_put(stats, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _pipeline(config: ml_collections.ConfigDict, mesh, step_fn, state, steps: int,
               warmup: int, device_step_s: float) -> tuple[dict, object]:
   """Real steps fed by the Grain pipeline; returns the figures and the state."""
+  prepare.ready(config)  # Prepare, then read.
   classes = pipeline.num_classes(config)
   if classes > config.model.num_classes:
     raise ValueError(f'The dataset has {classes} classes but model.num_classes='
