@@ -16,7 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import sharding, train
-from alexnet_jax.runtime import distributed, preemption
+from alexnet_jax.runtime import command_line, distributed, preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  command_line.run(main)

@@ -1,7 +1,7 @@
 """The package's layers: each subpackage imports only what its __init__ docstring allows.
 
-The training core (alexnet_jax/*.py) may import `data` and `runtime`; `data` and
-`runtime` import nothing of the core or of each other's callers; `tools` and
+The training core (alexnet_jax/*.py) may import `data` and `runtime`; `data` imports
+only `runtime`, and `runtime` nothing of the project's; `tools` and
 `experiments` sit on top and nothing below imports them. Inside `data`, preparing and
 reading go one way: no module imports the ones that use it.
 """
@@ -12,7 +12,7 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'alexnet_jax'
 ALLOWED = {
     'core': {'core', 'data', 'runtime'},
-    'data': {'data'},
+    'data': {'data', 'runtime'},
     'runtime': {'runtime'},
     'tools': {'core', 'data', 'runtime', 'tools'},
     'experiments': {'core', 'data', 'runtime', 'tools', 'experiments'},

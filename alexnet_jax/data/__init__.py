@@ -8,6 +8,9 @@ function and a command. Reading (every run): `pipeline` builds the Grain trainin
 and evaluation pass, with §4.1's augmentation from `augment`.
 
 May import: the standard library, numpy, PIL, grain, tensorflow_datasets, array_record,
-absl. Never the training core (`alexnet_jax.model`, `train`, ...), `tools` or
-`experiments`; the core imports this package, not the reverse.
+absl, and `alexnet_jax.runtime` (the `prepare` command's start). Never the training core
+(`alexnet_jax.model`, `train`, ...), `tools` or `experiments`; the core imports this
+package, not the reverse. Inside it, preparing and reading go one way: decode <
+synthetic < sources < workers < statistics < augment < pipeline < prepare, each module
+importing only ones before it.
 """

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.data import sources
 from alexnet_jax.data import statistics
+from alexnet_jax.runtime import command_line
 
 
 def prepare(config) -> tuple[str, str]:
@@ -63,4 +64,4 @@ def main(argv):
 
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
-  app.run(main)
+  command_line.run(main)

@@ -51,6 +51,7 @@ from ml_collections import config_flags
 from alexnet_jax import model, schedules, sharding, train_step
 from alexnet_jax.data import pipeline, prepare, statistics
 from alexnet_jax.tools import summary
+from alexnet_jax.runtime import command_line
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets (they also
 # print sparse figures, twice these). float32 is TF32: JAX's default matmul precision lets
@@ -411,4 +412,4 @@ if __name__ == '__main__':
   flags.DEFINE_list('torch_modes', ['eager'], 'eager and/or compile (torch.compile).')
   flags.DEFINE_bool('torch_channels_last', True, 'PyTorch tensors in channels_last memory '
                     'format.')
-  app.run(main)
+  command_line.run(main)

@@ -21,11 +21,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax.sharding import Mesh
 from ml_collections import config_flags
 
 from alexnet_jax import model, schedules, sharding, train_step
+from alexnet_jax.runtime import command_line
 
 KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'all-to-all')
 # Where the paper's GPUs communicate (§3.2, Figure 2); 'softmax' is fc8's 1000-way output.
@@ -179,4 +180,4 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
   flags.DEFINE_integer('cpu_devices', 0, 'Force this many host CPU devices (0: real devices).')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  command_line.run(main)

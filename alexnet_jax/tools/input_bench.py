@@ -36,8 +36,10 @@ from alexnet_jax.data import decode
 from alexnet_jax.data import pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.data import statistics
+from alexnet_jax.runtime import command_line
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config file.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', command_line.config_path('configs/default.py'), 'Config file.')
 _SOURCE = flags.DEFINE_string('source', None, 'Image folder, archive of one, or prepared '
                               'ILSVRC-2012 dataset directory.', required=True)
 _WORK_DIR = flags.DEFINE_string('work_dir', '/tmp/alexnet_input_bench',
@@ -167,4 +169,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  command_line.run(main)

@@ -13,10 +13,11 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import model
+from alexnet_jax.runtime import command_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,4 +94,4 @@ def main(argv):
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  command_line.run(main)
