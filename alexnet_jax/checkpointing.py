@@ -1,16 +1,17 @@
-"""Orbax checkpoints of the train state, the Grain iterator and JSON metadata.
+"""Orbax checkpoints of the train state and JSON metadata.
 
 One checkpoint per saved step, in `<directory>/<step>/`:
 
   state/  the train-state pytree (parameters, optimizer state, step, RNG, LR factor)
-  data/   the Grain iterator position, one `process_<i>-of-<n>.json` per process (only a
-          run with the same number of processes n can restore it: `data_process_count`)
   meta/   a JSON dict chosen by the caller (epoch, plateau schedule state, ...)
   metrics/ the validation top-1 error, which ranks checkpoints for `keep_best`
 
+The data position needs no item of its own: the input stream is a function of the step
+(pipeline.create_train_iterator's `start_batch`), so a checkpoint restores onto any
+number of processes, devices or Grain workers.
+
 Saving is asynchronous: `save()` returns once the arrays are copied off the devices (the
-caller may then donate or overwrite them) and the iterator state is taken; the files are
-written in the background. Orbax writes each step into `<step>.orbax-checkpoint-tmp/` and
+caller may then donate or overwrite them); the files are written in the background. Orbax writes each step into `<step>.orbax-checkpoint-tmp/` and
 renames it to `<step>/` only once everything is on disk, so a kill at any moment leaves
 either a finished checkpoint or a temporary directory that is ignored (and removed when
 the next Checkpointer opens the directory). Retention keeps the last `keep` checkpoints
@@ -20,9 +21,9 @@ Typical use in a training loop:
 
     ckpt = Checkpointer(workdir / 'checkpoints', keep=3, keep_best=True, async_save=True)
     if ckpt.latest_step() is not None:
-      state, meta = ckpt.restore(None, abstract_state, train_iter)
+      state, meta = ckpt.restore(None, abstract_state)
     ...
-    ckpt.save(step, state, train_iter, meta={'epoch': e}, val_top1_error=err)
+    ckpt.save(step, state, meta={'epoch': e}, val_top1_error=err)
     ...
     ckpt.close()  # Waits for the last save.
 """
@@ -32,7 +33,6 @@ import os
 import uuid
 from typing import Any
 
-import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
@@ -78,7 +78,7 @@ def _check_writable(directory: epath.Path):
 
 
 class Checkpointer:
-  """Saves and restores train state + Grain iterator + metadata with Orbax."""
+  """Saves and restores train state + metadata with Orbax."""
 
   def __init__(self, directory, *, keep: int = 3, keep_best: bool = True,
                async_save: bool = True, read_only: bool = False):
@@ -116,8 +116,7 @@ class Checkpointer:
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for item, save_args, restore_args in [
         ('state', ocp.args.StandardSave, ocp.args.StandardRestore),
-        ('meta', ocp.args.JsonSave, ocp.args.JsonRestore),
-        ('data', grain.PyGrainCheckpointSave, grain.PyGrainCheckpointRestore)]:
+        ('meta', ocp.args.JsonSave, ocp.args.JsonRestore)]:
       registry.add(item, save_args)
       registry.add(item, restore_args)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -130,18 +129,15 @@ class Checkpointer:
     return cls(directory, keep=c.keep, keep_best=c.keep_best, async_save=c.async_save,
                read_only=read_only)
 
-  def save(self, step: int, state: Any, data_iterator=None, meta: dict | None = None,
+  def save(self, step: int, state: Any, meta: dict | None = None,
            val_top1_error: float | None = None):
     """Starts saving one checkpoint (waits for the previous save first).
 
-    Call it on every process with the same arguments, except `data_iterator`, which is
-    each process's own.
+    Call it on every process with the same arguments.
 
     Args:
       step: the step number (the number of updates done); must not exist yet.
       state: a pytree of jax.Arrays (may be donated once this returns).
-      data_iterator: a Grain DatasetIterator or DataLoader iterator, or None; its
-        position is taken now.
       meta: a JSON-able dict returned by `restore()`.
       val_top1_error: the validation error at this step, ranking it for `keep_best`.
     """
@@ -153,8 +149,6 @@ class Checkpointer:
                       f'strings, lists, dicts; convert numpy/jax scalars with float()): {e}.'
                       ) from e
     items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
-    if data_iterator is not None:
-      items['data'] = grain.PyGrainCheckpointSave(data_iterator)
     metrics = {} if val_top1_error is None else {_VAL_ERROR: float(val_top1_error)}
     # force: the training loop, not Orbax's save interval, decides when to save.
     self._manager.save(step, args=ocp.args.Composite(**items),
@@ -172,19 +166,7 @@ class Checkpointer:
     """All finished checkpoint steps, ascending."""
     return sorted(self._manager.all_steps())
 
-  def data_process_count(self, step: int) -> int | None:
-    """How many processes saved their data iterator position at `step`; None if none did.
-
-    Each process's position is its own file, `data/process_<i>-of-<n>.json`: restoring it
-    needs the same n (and worker count). The state restores onto any mesh.
-    """
-    data = self.directory / str(step) / 'data'
-    if not data.exists():
-      return None
-    counts = {int(path.stem.rsplit('-of-', 1)[1]) for path in data.glob('process_*-of-*.json')}
-    return counts.pop() if len(counts) == 1 else None
-
-  def restore(self, step: int | None, abstract_state: Any, data_iterator=None):
+  def restore(self, step: int | None, abstract_state: Any):
     """Restores a checkpoint onto the shardings given in `abstract_state`.
 
     Args:
@@ -192,8 +174,6 @@ class Checkpointer:
       abstract_state: the pytree of jax.ShapeDtypeStruct (with `sharding`) the state
         should have now, e.g. `jax.eval_shape` of the init function with the current
         mesh's shardings attached. The checkpoint may come from another mesh.
-      data_iterator: a fresh iterator of the same Grain pipeline to set to the saved
-        position (in place), or None to leave the data out.
 
     Returns:
       (state, meta): the restored pytree of jax.Arrays and the saved meta dict.
@@ -220,17 +200,6 @@ class Checkpointer:
     saved = self._manager.item_metadata(step)
     self._check_matches(step, saved['state'].tree, abstract_state)
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
-    if data_iterator is not None:
-      saved_count = self.data_process_count(step)
-      if saved_count is None:
-        raise ValueError(f'Checkpoint {self.directory / str(step)} holds no data iterator '
-                         'state; restore it with data_iterator=None.')
-      if saved_count != jax.process_count():
-        raise ValueError(
-            f'Checkpoint {self.directory / str(step)} holds the data iterator positions of '
-            f'{saved_count} processes, but this run has {jax.process_count()}: restore it '
-            'with data_iterator=None and position the new iterators yourself.')
-      items['data'] = grain.PyGrainCheckpointRestore(data_iterator)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored['state'], restored['meta']
 

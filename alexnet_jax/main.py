@@ -7,7 +7,8 @@
       --config.eval.only=True
 
 Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine) join
-one job at start-up (runtime/distributed.py). Only parses flags and calls the library (train.py).
+one job at start-up (runtime/distributed.py). Only parses flags and calls the library
+(train.py).
 """
 
 import sys
@@ -16,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import sharding, train
-from alexnet_jax.runtime import command_line, distributed, preemption
+from alexnet_jax.runtime import command_line, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -48,8 +49,9 @@ def main(argv):
   logging.info('Config:\n%s', config)
   if config.eval.only:
     train.evaluate_checkpoints(config, FLAGS.workdir)
-  elif train.train_and_evaluate(config, FLAGS.workdir)['preempted']:
-    sys.exit(preemption.EXIT_CODE)  # Saved; the scheduler may requeue the same command.
+  else:
+    # Non-zero after a preemption or Ctrl-C (saved): the scheduler may requeue the command.
+    sys.exit(train.train_and_evaluate(config, FLAGS.workdir)['exit_code'])
 
 
 if __name__ == '__main__':

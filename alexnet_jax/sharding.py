@@ -58,11 +58,36 @@ def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
 def check_batch(batch_size: int, mesh: Mesh, what: str = 'train.batch_size') -> None:
   """Fails with the numbers to change if a global batch does not divide over the mesh."""
   data = mesh.shape['data']
-  processes = jax.process_count()
-  if batch_size % data or batch_size % processes:
-    raise ValueError(
-        f'{what}={batch_size} does not divide over mesh.data={data} devices and '
-        f'{processes} processes: use a multiple of {np.lcm(data, processes)}.')
+  if batch_size % data:
+    raise ValueError(f'{what}={batch_size} does not divide over mesh.data={data}: use a '
+                     f'multiple of {data}.')
+
+
+def data_shard(mesh: Mesh, process: int | None = None) -> tuple[int, int]:
+  """(index, count): the share of every global batch that `process` (default: this one) reads.
+
+  The batch is split over 'data' (rows of data index i on the devices of column i); a
+  process reads the rows of the data indices its devices hold. So one process per host
+  reads its hosts' rows, and with one device per process the two processes holding a
+  replica's two towers read the same rows (§3.2: both towers see every image). The
+  shares are `count` equal, contiguous blocks of rows; share `index` is rows
+  index*B/count .. (index+1)*B/count - 1.
+  """
+  process = jax.process_index() if process is None else process
+  data = mesh.shape['data']
+  held = {}  # process -> the data indices its devices hold
+  for (index, _), device in np.ndenumerate(mesh.devices):
+    held.setdefault(device.process_index, set()).add(index)
+  width = len(held[process])
+  for p, indices in held.items():
+    first = min(indices)
+    if len(indices) != width or indices != set(range(first, first + width)) or first % width:
+      raise ValueError(
+          f'Process {p} holds the devices of data indices {sorted(indices)} of the mesh '
+          f'(data={data} x tower={mesh.shape["tower"]}); every process must hold the same '
+          'number of whole, aligned data indices. Give every process the same number of '
+          'devices, a divisor or a multiple of mesh.tower.')
+  return min(held[process]) // width, data // width
 
 
 def param_spec(leaf: jax.ShapeDtypeStruct | jax.Array) -> P:
@@ -85,7 +110,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def global_batch(mesh: Mesh, local_batch):
-  """Assembles each process's part of the batch into global arrays split over 'data'."""
+  """Assembles each process's share (`data_shard`) into global arrays split over 'data'."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+  count = data_shard(mesh)[1]
+
+  def assemble(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x,
+                                                  (x.shape[0] * count, *x.shape[1:]))
+
+  return jax.tree.map(assemble, local_batch)

@@ -16,6 +16,7 @@ restarts at the batch the checkpoint's step had reached (see `_restore_or_create
 
 import json
 import os
+import signal
 import time
 
 import jax
@@ -88,9 +89,9 @@ def _device_stats(config: ml_collections.ConfigDict, mesh: Mesh):
   return _replicated(mesh, jax.tree.map(lambda x: np.asarray(x, np.float32), stats))
 
 
-def _eval_batches(config: ml_collections.ConfigDict):
-  return pipeline.create_eval_iterator(
-      config, process_index=jax.process_index(), process_count=jax.process_count())
+def _eval_batches(config: ml_collections.ConfigDict, mesh: Mesh):
+  index, count = sharding.data_shard(mesh)
+  return pipeline.create_eval_iterator(config, shard_index=index, shard_count=count)
 
 
 def _error_table(results: dict[str, float]) -> str:
@@ -125,29 +126,19 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   """(state, meta or None, train iterator): the latest checkpoint's, or fresh ones.
 
   The state (parameters, momentum, step, learning-rate factor) is restored onto this run's
-  mesh, whatever mesh saved it. The data stream goes on where it was: restored from the
-  checkpoint when as many processes saved it as this run has, or else started at global
+  mesh, whatever mesh saved it. The data stream goes on where it was: it starts at global
   batch `step`, which holds the same images, rows and augmentation for any number of
-  processes (pipeline.create_train_iterator).
+  processes, devices or workers (pipeline.create_train_iterator).
   """
-  def stream(start_batch: int = 0):
-    return pipeline.create_train_iterator(
-        config, process_index=jax.process_index(), process_count=jax.process_count(),
-        start_batch=start_batch)
-
   step = ckpt.latest_step()
   if step is None:
-    return train_step.create_train_state(config, net, mesh), None, stream()
-  abstract = train_step.abstract_train_state(config, net, mesh)
-  saved_count = ckpt.data_process_count(step)
-  if saved_count == jax.process_count():
-    train_iter = stream()
-    state, meta = ckpt.restore(step, abstract, train_iter)
-    return state, meta, train_iter
-  state, meta = ckpt.restore(step, abstract)
-  _say(f'The checkpoint at step {step} was saved by {saved_count or "unknown"} processes and '
-       f'this run has {jax.process_count()}: the data streams start at global batch {step}.')
-  return state, meta, stream(start_batch=int(state.step))
+    state, meta = train_step.create_train_state(config, net, mesh), None
+  else:
+    state, meta = ckpt.restore(step, train_step.abstract_train_state(config, net, mesh))
+  index, count = sharding.data_shard(mesh)
+  train_iter = pipeline.create_train_iterator(config, shard_index=index, shard_count=count,
+                                              start_batch=int(state.step))
+  return state, meta, train_iter
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -192,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def save(step: int, val_error: float | None = None) -> None:
     stop_if_not_finite(step)  # Never keep a broken state.
     saved['step'] = step
-    ckpt.save(step, state, train_iter, val_top1_error=val_error,
+    ckpt.save(step, state, val_top1_error=val_error,
               meta={'plateau': plateau.state_dict(), 'history': history,
                     'train_history': train_history, 'epoch': step / steps_per_epoch})
 
@@ -221,9 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def evaluate_and_save(step: int) -> None:
     nonlocal state
-    results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config), mesh, stats)
+    results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config, mesh), mesh,
+                                stats)
     factor = plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
-    state = state.replace(lr_factor=_replicated(mesh, jnp.float32(factor)))
+    # From the host (numpy), the same on every process: a jnp scalar would already sit on
+    # one local device, which cannot be put on a sharding that spans processes.
+    state = state.replace(lr_factor=_replicated(mesh, np.float32(factor)))
     history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
     writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
     writer.flush()
@@ -231,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save(step, results['centre_top1_error'])
     clock['time'] = time.time()  # Evaluation time is not training throughput.
 
-  preempted = False
+  preempted, exit_code = False, 0
   try:
     with preemption.PreemptionWatch() as watch:
       while step < total_steps:
@@ -250,8 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step < total_steps and watch.reached(step):
           if saved['step'] != step:
             save(step)
-          preempted = True
-          _say(f'Preempted: saved step {step} in {ckpt.directory}; rerun the same command '
+          preempted, exit_code = True, watch.exit_code
+          what = 'Interrupted' if watch.signal == signal.SIGINT else 'Preempted'
+          _say(f'{what}: saved step {step} in {ckpt.directory}; rerun the same command '
                'to resume.')
           break
   finally:
@@ -260,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   final = history[-1] if history else {}
   results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
-             'preempted': preempted, 'final': final, 'history': history,
+             'preempted': preempted, 'exit_code': exit_code, 'final': final,
+             'history': history,
              'train_history': train_history}
   _write_json(os.path.join(workdir, 'results.json'), results)
   if final:
@@ -295,7 +291,7 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
     ckpt.close()
   _say('Evaluating ' + ', '.join(sources))
   results = evaluate.evaluate(evaluate.make_eval_step(config, net, mesh), params_list,
-                              _eval_batches(config), mesh, stats)
+                              _eval_batches(config, mesh), mesh, stats)
   workdir = _prepare_workdir(config, workdir, 'eval_config.json')
   _write_json(os.path.join(workdir, 'eval_results.json'),
               {'checkpoints': sources, 'split': config.data.eval_split, **results})

@@ -69,7 +69,7 @@ def get_config():
   #   cached beside the data; 'imagenet': the per-channel constants; 'none'.
   data.augment_on_device = False  # True: the host ships uint8 256x256 images and the
   #   jitted step crops, flips, adds colour noise and subtracts the mean.
-  data.worker_count = 4  # Grain worker processes (fixed: it is part of the iterator state).
+  data.worker_count = 4  # Grain worker processes decoding and augmenting (0: in-process).
   data.worker_buffer_size = 2
   data.shuffle_seed = 0
   data.synthetic_train_size = 1024  # Images per split for source='synthetic'.

@@ -1,11 +1,12 @@
-"""Two processes x 4 CPU devices train as one process x 8 does, and resume on one process.
+"""Several processes train as one does: 2 x 4 CPU devices as 1 x 8, 2 x 1 as 1 x 2.
 
 The runs share one generated dataset and the tiny config of test_train.py with mesh
-(data=4, tower=2), dropout on: process p reads rows p*b..(p+1)*b-1 of each global batch,
-so every row holds the same image for any number of processes P, and the dropout masks,
-drawn for the global batch, are the same too. With the same images in the same rows, the
-same augmentation (drawn per image) and the same parameters, the losses differ only by
-the order of float32 sums (the batch mean, the gradient all-reduce over 'data', over
+(data=4, tower=2), dropout on: each process reads the rows of the data indices its
+devices hold (with one device per process, the two processes of a replica's towers read
+the same rows), so every row holds the same image for any number of processes, and the
+dropout masks, drawn for the global batch, are the same too. With the same images in the
+same rows, the same augmentation (drawn per image) and the same parameters, the losses
+differ only by the order of float32 sums (the batch mean, the gradient all-reduce over 'data', over
 devices inside a process or over gloo between processes). Each such sum has a relative
 rounding error below log2(terms) * 2^-24 < 1e-6, and six SGD steps carry earlier
 differences into later losses (a contraction or mild growth at this learning rate). So
@@ -28,7 +29,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpointing, model, sharding, train, train_step
-from alexnet_jax.data import pipeline, prepare
+from alexnet_jax.data import prepare
 from configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,12 +98,12 @@ def _losses(workdir) -> list[float]:
   return [h['loss'] for h in history]
 
 
-def _restore(workdir, config, step, data_iterator=None):
+def _restore(workdir, config, step):
   mesh = sharding.make_mesh(config)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
     return ckpt.restore(step, train_step.abstract_train_state(config, model.create_model(
-        config), mesh), data_iterator)[0]
+        config), mesh))[0]
   finally:
     ckpt.close()
 
@@ -130,11 +131,6 @@ def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys
   assert at_step_4['step'] == 4
   for key in ('centre_top1_error', 'centre_top5_error'):
     assert evaluated[key] == pytest.approx(at_step_4[key], abs=1e-6)
-  # Both processes saved their data position; both wrote and finished the checkpoints.
-  saved = os.listdir(os.path.join(two, 'checkpoints', '4', 'data'))
-  assert sorted(n for n in saved if n.startswith('process_')) == [
-      'process_0-of-2.json', 'process_1-of-2.json']
-
   # The 2-process checkpoint restores in this one process: the same state as the 1-process
   # run had at step 4, up to the float32 reduction order.
   config = _config(data_dir)
@@ -142,28 +138,45 @@ def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys
   params_one = jax.device_get(_restore(one, config, 4).params)
   for a, b in zip(jax.tree.leaves(params_two), jax.tree.leaves(params_one)):
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-6)
-  with pytest.raises(ValueError, match='positions of 2 processes, but this run has 1'):
-    _restore(two, config, 4, pipeline.create_train_iterator(config))
-
-  # A stream started at a global batch (a resume on another process count) is the one
-  # that read up to there, with Grain worker processes too.
-  with_workers = _config(data_dir)
-  with_workers.data.worker_count = 2
-  fresh = pipeline.create_train_iterator(with_workers)
-  for _ in range(4):
-    next(fresh)
-  started = pipeline.create_train_iterator(with_workers, start_batch=4)
-  np.testing.assert_array_equal(next(started)['image'], next(fresh)['image'])
 
   # Resume the 2-process run on one process with another mesh (both towers on each of the
   # 8 devices): the data stream goes on where it was, so steps 5-6 match the reference.
   capsys.readouterr()
   train.train_and_evaluate(_config(data_dir, **{'train.num_steps': 6, 'mesh.data': 8,
                                                 'mesh.tower': 1}), two)
-  out = capsys.readouterr().out
-  assert 'saved by 2 processes and this run has 1' in out
-  assert 'the data streams start at global batch 4' in out
+  assert 'Resumed from step 4' in capsys.readouterr().out
   np.testing.assert_allclose(_losses(two), losses, rtol=RTOL)
+
+
+@pytest.mark.parametrize('data,tower', [(1, 2), (2, 1)])
+def test_one_device_per_process_trains_as_one_process_with_both(data_dir, tmp_path, data,
+                                                                  tower):
+  """launch/slurm_gpu.sbatch's default: one process per GPU. With mesh data=1 x tower=2
+  the two processes hold one replica's two towers and must feed them the same images;
+  with data=2 x tower=1 each feeds its half of the batch. An evaluation (which changes the
+  learning-rate factor) and checkpoints on both sides of it run inside the 6 steps."""
+  runs = {}
+  for processes, devices in ((1, 2), (2, 1)):
+    workdir = str(tmp_path / f'{processes}x{devices}')
+    flags = [f'--config.{name}={value}' for name, value in _fields(data_dir, **{
+        'train.num_steps': 6, 'host_devices': devices, 'mesh.data': data,
+        'mesh.tower': tower}).items()]
+    status, out = _launch(processes, ['--config=configs/demo.py', f'--workdir={workdir}',
+                                      *flags])
+    assert status == 0, out[-5000:]
+    assert f'on mesh data={data} x tower={tower}, global batch 16' in out
+    with open(os.path.join(workdir, 'results.json')) as f:
+      runs[processes] = json.load(f)
+    assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
+                  if s.isdigit()) == [2, 4, 6]
+  one, two = runs[1], runs[2]
+  np.testing.assert_allclose([h['loss'] for h in two['train_history']],
+                             [h['loss'] for h in one['train_history']], rtol=RTOL)
+  assert [h['step'] for h in two['history']] == [4, 6]
+  for at_one, at_two in zip(one['history'], two['history']):
+    assert at_two['count'] == at_one['count'] == 37
+    assert at_two['centre_top1_error'] == pytest.approx(at_one['centre_top1_error'],
+                                                        abs=1e-6)
 
 
 def test_launcher_stops_every_process_when_one_fails(tmp_path):

@@ -1,4 +1,4 @@
-"""SIGTERM (a scheduler's preemption notice) saves a checkpoint at once; a rerun resumes."""
+"""SIGTERM (a scheduler's notice) or Ctrl-C saves a checkpoint at once; a rerun resumes."""
 
 import json
 import os
@@ -13,12 +13,12 @@ from alexnet_jax.runtime import preemption
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(workdir, data_dir, num_steps):
+def command(workdir, data_dir, num_steps, **more):
   overrides = {
       'host_devices': 2, 'data.data_dir': data_dir, 'data.synthetic_train_size': 96,
       'data.synthetic_eval_size': 20, 'train.batch_size': 16, 'eval.batch_size': 20,
       'train.num_steps': num_steps, 'train.log_every_steps': 1,
-      'train.eval_every_steps': 1000, 'checkpoint.every_steps': 1000,
+      'train.eval_every_steps': 1000, 'checkpoint.every_steps': 1000, **more,
   }
   return [sys.executable, '-u', '-m', 'alexnet_jax.main', '--config=configs/demo.py',
           f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in overrides.items())]
@@ -55,3 +55,30 @@ def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'Resumed from step {step}' in rerun.stdout
   assert f'step {step + 2}/{step + 2}' in rerun.stdout
+
+
+def test_ctrl_c_saves_quietly_even_with_grain_workers(tmp_path):
+  workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
+  # A new session, signalled as a whole: a terminal's Ctrl-C reaches the Grain workers too.
+  proc = subprocess.Popen(
+      command(workdir, data_dir, 1000, **{'data.worker_count': 2}), cwd=REPO, text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+  lines, deadline = [], time.time() + 300
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if line.startswith('step 3/') or time.time() > deadline:
+        break
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  out = ''.join(lines) + out
+  assert proc.returncode == 128 + signal.SIGINT, out[-3000:] + err[-3000:]
+  assert out.count('Ctrl-C: saving the current step, then stopping') == 1
+  saved_line = [l for l in out.splitlines() if l.startswith('Interrupted: saved step ')]
+  assert saved_line, out[-3000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  assert ckpt.all_steps() == [int(saved_line[0].split()[3])]
+  ckpt.close()

@@ -115,3 +115,36 @@ def test_batch_and_class_errors():
   config.model.num_classes = 37
   with pytest.raises(ValueError, match='num_classes=37 does not split over mesh.tower=2'):
     sharding.make_mesh(config)
+
+
+class _Device:
+  def __init__(self, process_index):
+    self.process_index = process_index
+
+
+class _Mesh:
+  """What sharding.data_shard reads of a mesh: its shape and its devices' processes."""
+
+  def __init__(self, processes_of_devices, data, tower):
+    self.devices = np.array([_Device(p) for p in processes_of_devices],
+                            dtype=object).reshape(data, tower)
+    self.shape = {'data': data, 'tower': tower}
+
+
+@pytest.mark.parametrize('processes_of_devices,data,tower,shards', [
+    ([0, 0], 1, 2, [(0, 1)]),  # One process, both towers.
+    ([0, 1], 1, 2, [(0, 1), (0, 1)]),  # One device per process: both read the whole batch.
+    ([0, 1], 2, 1, [(0, 2), (1, 2)]),  # Pure data parallelism, one device each.
+    ([0, 1, 2, 3], 2, 2, [(0, 2), (0, 2), (1, 2), (1, 2)]),  # Per GPU, 2 replicas.
+    ([0] * 4 + [1] * 4, 4, 2, [(0, 2), (1, 2)]),  # One process per 4-device host.
+])
+def test_each_process_reads_the_rows_of_its_devices(processes_of_devices, data, tower,
+                                                     shards):
+  mesh = _Mesh(processes_of_devices, data, tower)
+  assert [sharding.data_shard(mesh, p) for p in range(len(shards))] == shards
+
+
+def test_uneven_processes_are_refused():
+  with pytest.raises(ValueError, match=r'Process 0 holds the devices of data indices '
+                     r'\[0, 1\].*same number of whole, aligned data indices'):
+    sharding.data_shard(_Mesh([0, 0, 0, 1], 2, 2), 1)

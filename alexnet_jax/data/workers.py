@@ -10,6 +10,7 @@ host. A worker reuses its shared-memory blocks once this process has read them (
 
 import dataclasses
 from multiprocessing import shared_memory
+import signal
 
 from absl import flags
 import grain
@@ -132,6 +133,13 @@ class BatchTransform:
                                'prepare the data again.') from e
 
 
+def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
+  """In each worker: Ctrl-C at a terminal reaches the workers too; the main process alone
+  acts on it (runtime/preemption.py), and it ends the workers when it stops."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def to_iterator(ds: grain.MapDataset, config, finish=None):
   """Batched MapDataset -> iterator, decoded in `data.worker_count` processes.
 
@@ -147,7 +155,8 @@ def to_iterator(ds: grain.MapDataset, config, finish=None):
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.data.worker_count,
-        per_worker_buffer_size=config.data.worker_buffer_size))
+        per_worker_buffer_size=config.data.worker_buffer_size),
+        worker_init_fn=_ignore_ctrl_c)
     it_ds = it_ds.map(_Received(finish))
   elif finish is not None:
     it_ds = it_ds.map(finish)

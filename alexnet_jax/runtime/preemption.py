@@ -1,11 +1,14 @@
-"""Preemption: when the scheduler sends SIGTERM, save a checkpoint at once and stop.
+"""Preemption and Ctrl-C: save a checkpoint at once and stop cleanly.
 
 SLURM, Kubernetes and Cloud TPU give notice of an eviction with SIGTERM some seconds
-before they kill the job. A single process catches it here. With several processes, JAX's
-preemption service (started by jax.distributed.initialize) catches it on the process that
-got it and agrees with the others on a step at which all of them save; every process must
-ask at every step (`reached`). Either way the run saves that step and exits with
-EXIT_CODE, and rerunning the same command resumes with nothing lost.
+before they kill the job; a person at a terminal presses Ctrl-C (SIGINT). Both mean the
+same here: save the current step, stop, and let a rerun of the same command resume with
+nothing lost. A single process catches the signal itself. With several processes, JAX's
+preemption service (started by jax.distributed.initialize) catches SIGTERM on the process
+that got it and agrees with the others on a step at which all of them save; every process
+must ask at every step (`reached`); a Ctrl-C is handed to that service as a SIGTERM. The
+run exits with 128 + the signal's number, as a shell reports a job ended by it. A second
+signal of the same kind ends the process at once.
 """
 
 import signal
@@ -15,6 +18,7 @@ import jax
 from jax.experimental import multihost_utils
 
 EXIT_CODE = 128 + signal.SIGTERM  # What a shell reports for a job ended by SIGTERM.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class PreemptionWatch:
@@ -22,22 +26,39 @@ class PreemptionWatch:
 
   def __init__(self):
     self._signalled = threading.Event()
-    self._previous = None
+    self._previous = {}
+    self.signal = None  # The signal that stopped the run, once one has.
+
+  @property
+  def exit_code(self) -> int:
+    """What the process should exit with after the save (128 + the signal)."""
+    return 128 + self.signal if self.signal else EXIT_CODE
 
   def __enter__(self) -> 'PreemptionWatch':
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    if threading.current_thread() is threading.main_thread():
+      handled = _SIGNALS if jax.process_count() == 1 else (signal.SIGINT,)
+      for signum in handled:
+        self._previous[signum] = signal.signal(signum, self._on_signal)
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
-  def _on_sigterm(self, signum, frame) -> None:
-    del signum, frame
+  def _on_signal(self, signum, frame) -> None:
+    del frame
+    self.signal = signal.Signals(signum)
+    # A second signal of the same kind: the default (SIGINT: KeyboardInterrupt at once).
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                  else signal.SIG_DFL)
+    if jax.process_count() > 1:
+      signal.raise_signal(signal.SIGTERM)  # JAX's preemption service takes it from here.
+      return
+    if signum == signal.SIGINT:
+      print('\nCtrl-C: saving the current step, then stopping (Ctrl-C again to abort at '
+            'once, losing the steps since the last checkpoint).', flush=True)
     self._signalled.set()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # A second SIGTERM ends the process.
 
   def reached(self, step: int) -> bool:
     """Whether to save at `step` and stop (call it at every step, on every process)."""
