@@ -5,25 +5,33 @@
       --config.model.lrn=False
   python -m alexnet_jax.main --config=configs/ilsvrc2012.py --workdir=runs/alexnet \
       --config.eval.only=True
+  python -m alexnet_jax.main --workdir=runs/alexnet    # resume with the saved config
+
+A rerun on a workdir resumes it, and refuses a config that would change the experiment
+(saved_config.py) unless --allow_config_changes. Without --config, the workdir's saved
+config is used (configs/saved_run.py).
 
 Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine) join
 one job at start-up (runtime/distributed.py). Only parses flags and calls the library
 (train.py).
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import sharding, train
+from alexnet_jax import saved_config, sharding, train
 from alexnet_jax.runtime import command_line, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and results go.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
+flags.DEFINE_bool('allow_config_changes', False, 'Resume a workdir although the config '
+                  'changes fields that change the experiment (the net, data, recipe).')
 # Multi-process jobs (runtime/distributed.py says where each fact comes from when not given).
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, where the '
                     'processes meet; default $JAX_COORDINATOR_ADDRESS or detected.')
@@ -41,6 +49,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
+  if config is None:
+    raise app.UsageError('--config is required to start a run, e.g. '
+                         '--config=configs/ilsvrc2012.py')
   if config.host_devices > 0:  # Before JAX starts its backends; per process.
     sharding.use_host_devices(config.host_devices)
   distributed.initialize(coordinator_address=FLAGS.coordinator_address,
@@ -51,8 +62,26 @@ def main(argv):
     train.evaluate_checkpoints(config, FLAGS.workdir)
   else:
     # Non-zero after a preemption or Ctrl-C (saved): the scheduler may requeue the command.
-    sys.exit(train.train_and_evaluate(config, FLAGS.workdir)['exit_code'])
+    sys.exit(train.train_and_evaluate(config, FLAGS.workdir,
+                                      FLAGS.allow_config_changes)['exit_code'])
+
+
+def _saved_config_unless_given(argv: list[str]) -> list[str]:
+  """argv, plus --config=configs/saved_run.py:WORKDIR if it has no --config and WORKDIR
+  holds a saved config."""
+  workdir = None
+  for i, arg in enumerate(argv):
+    if arg == '--config' or arg.startswith('--config='):
+      return argv
+    if arg.startswith('--workdir='):
+      workdir = arg.split('=', 1)[1]
+    elif arg == '--workdir' and i + 1 < len(argv):
+      workdir = argv[i + 1]
+  if workdir is None or not os.path.exists(os.path.join(os.path.expanduser(workdir),
+                                                        saved_config.FILE)):
+    return argv
+  return [argv[0], f'--config=configs/saved_run.py:{workdir}', *argv[1:]]
 
 
 if __name__ == '__main__':
-  command_line.run(main)
+  command_line.run(main, _saved_config_unless_given(sys.argv))

@@ -26,7 +26,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpointing, evaluate, model, schedules, sharding, train_step
+from alexnet_jax import (checkpointing, evaluate, model, saved_config, schedules, sharding,
+                         train_step)
 from alexnet_jax.data import pipeline, prepare, statistics
 from alexnet_jax.runtime import metric_writer, preemption
 
@@ -41,18 +42,13 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, config_file: str) -> str:
-  """Creates workdir (failing clearly if it cannot) and saves the resolved config there."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+def _prepare_workdir(workdir: str) -> None:
+  """Creates workdir, failing clearly if it cannot."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, config_file), 'w') as f:
-        f.write(config.to_json_best_effort(indent=2))
   except OSError as e:
     raise PermissionError(f'Cannot write to --workdir={workdir}: {e}. Choose a directory this '
                           'user can create and write.') from e
-  return workdir
 
 
 def _ready_data(config: ml_collections.ConfigDict) -> None:
@@ -141,17 +137,28 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   return state, meta, train_iter
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) the configured net in `workdir`; returns the final results."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_changes: bool = False) -> dict:
+  """Trains (or resumes) the configured net in `workdir`; returns the final results.
+
+  A rerun in a workdir must keep the experiment's config (saved_config.py), unless
+  `allow_config_changes`.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  changes = saved_config.check_rerun(config, workdir, allow_config_changes)
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.train.batch_size, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
   _ready_data(config)  # Fails early if data is missing.
   steps_per_epoch, total_steps, eval_every = _steps(config)
   stats = _device_stats(config, mesh)
-  workdir = _prepare_workdir(config, workdir, 'config.json')
   net = model.create_model(config)
+  _prepare_workdir(workdir)
   ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
+  if jax.process_index() == 0:
+    saved_config.save(config, workdir, ckpt.latest_step())
+  if changes:
+    _say('Resuming with these fields changed: ' + '; '.join(changes))
   writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
   plateau = schedules.Plateau.from_config(config)
   history, train_history = [], []  # Evaluations; the loss at each logged step.
@@ -176,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'The training loss became non-finite {where} (learning rate {lr:.3g}). Stopped '
         f'without saving it; the last good checkpoint is step {ckpt.latest_step()} in '
         f'{ckpt.directory}. Lower optimizer.learning_rate (or check the data), then '
-        'rerun to resume from it.')
+        'rerun with --allow_config_changes to resume from it.')
 
   saved = {'step': None}
 
@@ -256,8 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final = history[-1] if history else {}
   results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
              'preempted': preempted, 'exit_code': exit_code, 'final': final,
-             'history': history,
-             'train_history': train_history}
+             'history': history, 'train_history': train_history}
   _write_json(os.path.join(workdir, 'results.json'), results)
   if final:
     _say(_error_table(final))
@@ -269,14 +275,19 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
 
   With eval.ensemble_workdirs, the softmax outputs of the nets in those workdirs (each its
   best checkpoint by validation error, else its latest) are averaged (§6's "5 CNNs").
+  Evaluating a run's own workdir needs its config (saved_config.py); eval.*, the
+  evaluation split and the devices may differ.
   """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  ensemble = [w.strip() for w in config.eval.ensemble_workdirs.split(',') if w.strip()]
+  if not ensemble:
+    saved_config.check_rerun(config, workdir, also=('data.eval_split',))
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
   _ready_data(config)
   stats = _device_stats(config, mesh)
   net = model.create_model(config)
   abstract = train_step.abstract_train_state(config, net, mesh)
-  ensemble = [w.strip() for w in config.eval.ensemble_workdirs.split(',') if w.strip()]
   params_list, sources = [], []
   for directory in ensemble or [workdir]:
     ckpt = checkpointing.Checkpointer(
@@ -292,7 +303,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   _say('Evaluating ' + ', '.join(sources))
   results = evaluate.evaluate(evaluate.make_eval_step(config, net, mesh), params_list,
                               _eval_batches(config, mesh), mesh, stats)
-  workdir = _prepare_workdir(config, workdir, 'eval_config.json')
+  _prepare_workdir(workdir)
+  _write_json(os.path.join(workdir, 'eval_config.json'), json.loads(config.to_json_best_effort()))
   _write_json(os.path.join(workdir, 'eval_results.json'),
               {'checkpoints': sources, 'split': config.data.eval_split, **results})
   _say(_error_table(results))

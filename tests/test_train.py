@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpointing, evaluate, sharding, train, train_step
+from alexnet_jax import checkpointing, evaluate, saved_config, sharding, train, train_step
 from alexnet_jax.data import pipeline, prepare
 from configs import demo
 
@@ -145,8 +145,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(data_
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2), str(tmp_path))
   config.optimizer.learning_rate = 1e12  # Step 3 sends the weights far; step 4's loss is inf.
   with pytest.raises(train.NonFiniteLossError,
-                     match=r'non-finite at step \d+ .*last good checkpoint is step 2'):
-    train.train_and_evaluate(config, str(tmp_path))
+                     match=r'non-finite at step \d+ .*last good checkpoint is step 2.*'
+                           r'--allow_config_changes'):
+    train.train_and_evaluate(config, str(tmp_path), allow_config_changes=True)
   assert final_params(tmp_path, config)[0] == 2
 
 
@@ -187,3 +188,58 @@ def test_bad_override_is_rejected_by_the_command_line(tmp_path):
   assert proc.returncode != 0
   assert 'lrnn' in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_a_rerun_that_would_change_the_experiment_is_refused(data_dir, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2), workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = f.read()
+  changed = tiny_config(data_dir, num_steps=4, eval_every_steps=2, batch_size=32)
+  changed.model.lrn = False
+  with pytest.raises(saved_config.ConfigChangedError,
+                     match=r'model\.lrn: True -> False; train\.batch_size: 16 -> 32\. '
+                           r'For a new experiment use another --workdir.*'
+                           r'--allow_config_changes'):
+    train.train_and_evaluate(changed, workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert f.read() == saved  # Refused before anything was written.
+  assert final_params(workdir, tiny_config(data_dir))[0] == 2
+
+  # How long, how often, on which devices: a resume may change those.
+  longer = tiny_config(data_dir, num_steps=3, eval_every_steps=2, log_every_steps=2)
+  longer.mesh.data, longer.mesh.tower = 8, 1
+  capsys.readouterr()
+  assert train.train_and_evaluate(longer, workdir)['step'] == 3
+  out = capsys.readouterr().out
+  assert 'Resumed from step 2' in out
+  assert ('Resuming with these fields changed: mesh.data: -1 -> 8; mesh.tower: 2 -> 1; '
+          'train.log_every_steps: 1 -> 2; train.num_steps: 2 -> 3') in out
+
+  # Meant: the old config is kept beside the new one.
+  changed.train.batch_size, changed.train.num_steps = 16, 4
+  assert train.train_and_evaluate(changed, workdir, allow_config_changes=True)['step'] == 4
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['model']['lrn'] is False
+  with open(os.path.join(workdir, 'config_until_step_3.json')) as f:
+    assert json.load(f)['model']['lrn'] is True
+
+
+def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2), workdir)
+
+  def main(*flags):
+    return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', f'--workdir={workdir}',
+                           *flags], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+  resumed = main('--config.train.num_steps=3')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resumed from step 2' in resumed.stdout and 'step 3/3' in resumed.stdout
+  refused = main('--config.model.lrn=False')
+  assert refused.returncode != 0
+  assert 'model.lrn: True -> False' in refused.stderr
+  nowhere = subprocess.run([sys.executable, '-m', 'alexnet_jax.main',
+                            f'--workdir={tmp_path / "new"}'], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+  assert nowhere.returncode != 0 and '--config is required to start a run' in nowhere.stderr

@@ -35,6 +35,6 @@ def resolve_config_flags(argv: list[str]) -> list[str]:
   return out
 
 
-def run(main) -> None:
-  """absl's `app.run(main)`, with the config flags resolved first."""
-  app.run(main, argv=resolve_config_flags(sys.argv))
+def run(main, argv: list[str] | None = None) -> None:
+  """absl's `app.run(main, argv)` (default sys.argv), with the config flags resolved."""
+  app.run(main, argv=resolve_config_flags(sys.argv if argv is None else argv))
