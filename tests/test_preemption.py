@@ -24,21 +24,27 @@ def command(workdir, data_dir, num_steps, **more):
           f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in overrides.items())]
 
 
-def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
-  workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
-  proc = subprocess.Popen(command(workdir, data_dir, 1000), cwd=REPO, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def signalled_at_step_3(args, send) -> tuple[subprocess.Popen, str, str]:
+  """Runs the command in a new session, `send(proc)` once it logged step 3; (proc, out, err)."""
+  proc = subprocess.Popen(args, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True)
   lines, deadline = [], time.time() + 300
   try:
     for line in proc.stdout:
       lines.append(line)
       if line.startswith('step 3/') or time.time() > deadline:
         break
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    send(proc)
+    out, err = proc.communicate(timeout=120)
   finally:
     proc.kill()
-  out = ''.join(lines) + out
+  return proc, ''.join(lines) + out, err
+
+
+def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
+  workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
+  proc, out, _ = signalled_at_step_3(command(workdir, data_dir, 1000),
+                                     lambda p: p.send_signal(signal.SIGTERM))
   assert proc.returncode == preemption.EXIT_CODE, out[-3000:]
   saved_line = [l for l in out.splitlines() if l.startswith('Preempted: saved step ')]
   assert saved_line, out[-3000:]
@@ -59,21 +65,10 @@ def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
 
 def test_ctrl_c_saves_quietly_even_with_grain_workers(tmp_path):
   workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
-  # A new session, signalled as a whole: a terminal's Ctrl-C reaches the Grain workers too.
-  proc = subprocess.Popen(
-      command(workdir, data_dir, 1000, **{'data.worker_count': 2}), cwd=REPO, text=True,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-  lines, deadline = [], time.time() + 300
-  try:
-    for line in proc.stdout:
-      lines.append(line)
-      if line.startswith('step 3/') or time.time() > deadline:
-        break
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-  finally:
-    proc.kill()
-  out = ''.join(lines) + out
+  # The whole session is signalled: a terminal's Ctrl-C reaches the Grain workers too.
+  proc, out, err = signalled_at_step_3(
+      command(workdir, data_dir, 1000, **{'data.worker_count': 2}),
+      lambda p: os.killpg(p.pid, signal.SIGINT))
   assert proc.returncode == 128 + signal.SIGINT, out[-3000:] + err[-3000:]
   assert out.count('Ctrl-C: saving the current step, then stopping') == 1
   saved_line = [l for l in out.splitlines() if l.startswith('Interrupted: saved step ')]
