@@ -11,10 +11,11 @@ The data position needs no item of its own: the input stream is a function of th
 number of processes, devices or Grain workers.
 
 Saving is asynchronous: `save()` returns once the arrays are copied off the devices (the
-caller may then donate or overwrite them); the files are written in the background. Orbax writes each step into `<step>.orbax-checkpoint-tmp/` and
-renames it to `<step>/` only once everything is on disk, so a kill at any moment leaves
-either a finished checkpoint or a temporary directory that is ignored (and removed when
-the next Checkpointer opens the directory). Retention keeps the last `keep` checkpoints
+caller may then donate or overwrite them); the files are written in the background.
+Orbax writes each step into `<step>.orbax-checkpoint-tmp/` and renames it to `<step>/`
+only once everything is on disk, so a kill at any moment leaves either a finished
+checkpoint or a temporary directory that is ignored (and removed when the next
+Checkpointer opens the directory). Retention keeps the last `keep` checkpoints
 plus the one with the lowest validation error.
 
 Typical use in a training loop:

@@ -5,7 +5,9 @@ catalog dataset, the `synthetic` generator) into TFDS ArrayRecord files of §2's
 256x256 JPEGs (`decode` resizes and re-encodes), and `statistics` caches the training
 set's mean image (§2) and RGB PCA (§4.1) beside them; `prepare` is that step as a
 function and a command. Reading (every run): `pipeline` builds the Grain training stream
-and evaluation pass, with §4.1's augmentation from `augment`.
+and evaluation pass, with §4.1's augmentation from `augment`; `workers` runs a Grain
+dataset in worker processes that send their batches through shared memory (the pipeline
+and the statistics pass both use it).
 
 May import: the standard library, numpy, PIL, grain, tensorflow_datasets, array_record,
 absl, and `alexnet_jax.runtime` (the `prepare` command's start). Never the training core
