@@ -38,6 +38,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from alexnet_jax.runtime import errors
+
 _VAL_ERROR = 'val_top1_error'
 
 
@@ -73,7 +75,7 @@ def _check_writable(directory: epath.Path):
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise PermissionError(
+    raise errors.NotWritableError(
         f'Cannot write checkpoints to {directory}: {e}. Choose a --workdir that this '
         'user can create and write (or fix its permissions).') from e
 

@@ -8,6 +8,7 @@ softmax outputs are averaged. Padding rows of the last batch carry mask 0 and co
 so every example of the split counts exactly once.
 """
 
+import time
 from typing import Callable, Sequence
 
 import jax
@@ -20,6 +21,7 @@ from alexnet_jax import sharding, train_step
 from alexnet_jax.data import augment
 
 _CENTRE = 4  # augment.ten_patches' order: four corners, the centre, then reflections.
+PROGRESS_SECONDS = 30
 
 
 def _softmax_of(model, params_list: Sequence, patches: jax.Array) -> jax.Array:
@@ -65,17 +67,22 @@ def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Call
 
 
 def evaluate(eval_step: Callable, params_list: Sequence, batches, mesh: Mesh,
-             stats) -> dict[str, float]:
+             stats, progress: Callable[[str], None] | None = None) -> dict[str, float]:
   """Error rates (fractions) over all `batches` (this process's share of each).
 
   Returns {'count', 'centre_top1_error', 'centre_top5_error'} and, with ten-patch testing,
-  'ten_patch_top1_error' and 'ten_patch_top5_error'.
+  'ten_patch_top1_error' and 'ten_patch_top5_error'. `progress(line)`, if given, hears how
+  far the pass has come every `PROGRESS_SECONDS`.
   """
   totals = None
+  start = last_report = time.time()
   with jax.set_mesh(mesh):
-    for local_batch in batches:
+    for i, local_batch in enumerate(batches):
       sums = eval_step(params_list, sharding.global_batch(mesh, local_batch), stats)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      if progress is not None and time.time() - last_report > PROGRESS_SECONDS:
+        last_report = time.time()
+        progress(f'evaluating: {i + 1} batches in {last_report - start:.0f} s')
   if totals is None:
     raise ValueError('The evaluation split yielded no batches.')
   totals = {k: float(np.asarray(v)) for k, v in totals.items()}

@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import saved_config, sharding, train
-from alexnet_jax.runtime import command_line, distributed
+from alexnet_jax.runtime import command_line, distributed, errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -50,20 +50,22 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
   if config is None:
-    raise app.UsageError('--config is required to start a run, e.g. '
-                         '--config=configs/ilsvrc2012.py')
+    raise errors.UserError(f'--workdir={FLAGS.workdir} holds no run to resume, so --config '
+                           'is required to start one, e.g. --config=configs/ilsvrc2012.py')
+  workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+  train.check_before_writing(config, workdir, FLAGS.allow_config_changes)
+  command_line.log_to_file(os.path.join(workdir, 'logs'))
+  logging.info('Config:\n%s', config)
   if config.host_devices > 0:  # Before JAX starts its backends; per process.
     sharding.use_host_devices(config.host_devices)
   distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          distributed=FLAGS.distributed)  # Before any JAX computation.
-  logging.info('Config:\n%s', config)
   if config.eval.only:
-    train.evaluate_checkpoints(config, FLAGS.workdir)
+    train.evaluate_checkpoints(config, workdir)
   else:
     # Non-zero after a preemption or Ctrl-C (saved): the scheduler may requeue the command.
-    sys.exit(train.train_and_evaluate(config, FLAGS.workdir,
-                                      FLAGS.allow_config_changes)['exit_code'])
+    sys.exit(train.train_and_evaluate(config, workdir, FLAGS.allow_config_changes)['exit_code'])
 
 
 def _saved_config_unless_given(argv: list[str]) -> list[str]:

@@ -122,6 +122,26 @@ def _convnet_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return 0, max(0, (out - 1) * stride + kernel - size)
 
 
+def fc6_input_side(model: ml_collections.ConfigDict, crop: int) -> int:
+  """The side of the maps fc6 sees for `crop` x `crop` inputs; 0 if the crop is too small."""
+  convs, _ = layer_plan(model)
+  size = crop
+  for layer in convs:
+    if layer.padding == 'convnet':
+      pad = sum(_convnet_padding(size, layer.kernel, layer.stride))
+    else:
+      pad = 2 * layer.padding
+    size = max(0, (size + pad - layer.kernel) // layer.stride + 1)
+    if layer.pool:
+      size = max(0, (size - model.pool_window) // model.pool_stride + 1)
+  return size
+
+
+def smallest_crop(model: ml_collections.ConfigDict) -> int:
+  """The smallest input side that leaves fc6 at least one position of maps."""
+  return next(crop for crop in range(1, 4096) if fc6_input_side(model, crop) > 0)
+
+
 def _tower_mesh_size() -> int:
   """Devices along the 'tower' axis of the mesh in context; 0 when there is no mesh."""
   mesh = jax.sharding.get_abstract_mesh()

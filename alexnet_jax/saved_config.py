@@ -19,6 +19,8 @@ import os
 
 import ml_collections
 
+from alexnet_jax.runtime import errors
+
 FILE = 'config.json'
 # Fields (or whole sections, ending in '.') a rerun may change: how long, how often, on
 # which devices and from where the data is read; never what is computed. A longer
@@ -29,7 +31,7 @@ RESUMABLE = ('host_devices', 'mesh.', 'train.num_steps', 'train.num_epochs',
              'data.manual_dir')
 
 
-class ConfigChangedError(ValueError):
+class ConfigChangedError(errors.UserError, ValueError):
   """A rerun's config differs from the workdir's in fields that change the experiment."""
 
 

@@ -11,6 +11,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from alexnet_jax.runtime import errors
+
 AXES = ('data', 'tower')
 
 
@@ -24,21 +26,22 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
   """(data, tower) sizes from config.mesh, checked against the model and the device count."""
   tower, data = config.mesh.tower, config.mesh.data
   if tower not in (1, config.model.towers):
-    raise ValueError(
+    raise errors.ConfigError(
         f'mesh.tower={tower} does not fit model.towers={config.model.towers}: use '
         f'mesh.tower=1 (both towers on every device) or mesh.tower={config.model.towers} '
         '(each tower on its own device).')
   if num_devices % tower:
-    raise ValueError(f'mesh.tower={tower} does not divide the {num_devices} devices: use '
-                     'mesh.tower=1 (both towers on every device) or an even device count.')
+    raise errors.ConfigError(
+        f'mesh.tower={tower} does not divide the {num_devices} devices: use mesh.tower=1 '
+        '(both towers on every device) or an even device count.')
   if data == -1:
     data = num_devices // tower
   if data * tower != num_devices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'mesh.data={config.mesh.data} x mesh.tower={tower} = {data * tower} devices, but '
         f'{num_devices} are available: set mesh.data={num_devices // tower} or mesh.data=-1.')
   if config.model.num_classes % tower:
-    raise ValueError(
+    raise errors.ConfigError(
         f'model.num_classes={config.model.num_classes} does not split over mesh.tower={tower}: '
         "fc8's neurons are divided between the towers. Use mesh.tower=1 or an even class count.")
   return data, tower
@@ -59,8 +62,8 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = 'train.batch_size') -> 
   """Fails with the numbers to change if a global batch does not divide over the mesh."""
   data = mesh.shape['data']
   if batch_size % data:
-    raise ValueError(f'{what}={batch_size} does not divide over mesh.data={data}: use a '
-                     f'multiple of {data}.')
+    raise errors.ConfigError(f'{what}={batch_size} does not divide over mesh.data={data}: '
+                             f'use a multiple of {data}.')
 
 
 def data_shard(mesh: Mesh, process: int | None = None) -> tuple[int, int]:
@@ -82,7 +85,7 @@ def data_shard(mesh: Mesh, process: int | None = None) -> tuple[int, int]:
   for p, indices in held.items():
     first = min(indices)
     if len(indices) != width or indices != set(range(first, first + width)) or first % width:
-      raise ValueError(
+      raise errors.ConfigError(
           f'Process {p} holds the devices of data indices {sorted(indices)} of the mesh '
           f'(data={data} x tower={mesh.shape["tower"]}); every process must hold the same '
           'number of whole, aligned data indices. Give every process the same number of '

@@ -26,13 +26,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import (checkpointing, evaluate, model, saved_config, schedules, sharding,
-                         train_step)
-from alexnet_jax.data import pipeline, prepare, statistics
-from alexnet_jax.runtime import metric_writer, preemption
+from alexnet_jax import (checkpointing, evaluate, model, preflight, saved_config, schedules,
+                         sharding, train_step)
+from alexnet_jax.data import pipeline, prepare, sources, statistics
+from alexnet_jax.runtime import chrono, errors, metric_writer, preemption
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(errors.UserError, RuntimeError):
   """The training loss became NaN or infinite."""
 
 
@@ -47,8 +47,8 @@ def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
-    raise PermissionError(f'Cannot write to --workdir={workdir}: {e}. Choose a directory this '
-                          'user can create and write.') from e
+    raise errors.NotWritableError(f'Cannot write to --workdir={workdir}: {e}. Choose a '
+                                  'directory this user can create and write.') from e
 
 
 def _ready_data(config: ml_collections.ConfigDict) -> None:
@@ -58,6 +58,8 @@ def _ready_data(config: ml_collections.ConfigDict) -> None:
   disk must not write them at once, so the others wait until process 0 has.
   """
   if jax.process_index() == 0:
+    if config.data.source == 'synthetic' and not sources.is_prepared(config):
+      _say(f'Generating the synthetic data, once, in {config.data.data_dir}...')
     prepare.ready(config)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('alexnet_jax: data ready')
@@ -112,11 +114,6 @@ def _all_finite(params) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
 
 
-def _eta(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
-
-
 def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
                        net, mesh: Mesh):
   """(state, meta or None, train iterator): the latest checkpoint's, or fresh ones.
@@ -137,6 +134,24 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   return state, meta, train_iter
 
 
+def check_before_writing(config: ml_collections.ConfigDict, workdir: str,
+                         allow_config_changes: bool = False) -> list[str]:
+  """The checks that need neither data nor devices, before anything is written.
+
+  The config on its own (preflight.py), then against the run saved in workdir
+  (saved_config.py; an evaluation of a run may also read another split). Returns the
+  changed fields a resume may have (see saved_config.check_rerun).
+  """
+  preflight.check_config(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not config.eval.only:
+    return saved_config.check_rerun(config, workdir, allow_config_changes)
+  if not config.eval.ensemble_workdirs.strip():
+    return saved_config.check_rerun(config, workdir, allow_config_changes,
+                                    also=('data.eval_split',))
+  return []
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        allow_config_changes: bool = False) -> dict:
   """Trains (or resumes) the configured net in `workdir`; returns the final results.
@@ -144,12 +159,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   A rerun in a workdir must keep the experiment's config (saved_config.py), unless
   `allow_config_changes`.
   """
+  changes = check_before_writing(config, workdir, allow_config_changes)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  changes = saved_config.check_rerun(config, workdir, allow_config_changes)
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.train.batch_size, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
-  _ready_data(config)  # Fails early if data is missing.
+  _ready_data(config)  # Prepares the data if it can, else fails saying how.
+  preflight.check_data(config)
   steps_per_epoch, total_steps, eval_every = _steps(config)
   stats = _device_stats(config, mesh)
   net = model.create_model(config)
@@ -198,29 +214,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   _say(f'Training {config.model.layout} net ({config.model.towers} towers) on mesh '
        f"data={mesh.shape['data']} x tower={mesh.shape['tower']}, global batch "
        f'{config.train.batch_size}, {steps_per_epoch} steps/epoch, steps {step}..{total_steps}.')
-  if step == 0 and total_steps > 0:
+  _say(f'Writing to {workdir}: checkpoints/, tensorboard/ (tensorboard --logdir {workdir}), '
+       'results.json, logs/.')
+  if step < total_steps:
     _say('Compiling the training step (the first step takes longer)...')
-  clock = {'time': time.time(), 'step': step, 'data_wait': 0.0}
+  clock = chrono.Chrono(step)
+  window = {'sums': None, 'steps': 0, 'first': None}  # Metrics since the last log.
 
-  def log(step: int, metrics) -> None:
-    metrics = jax.device_get(metrics)
+  def log(step: int) -> None:
+    metrics = jax.device_get(window['sums'])
+    metrics = {k: float(v) / window['steps'] for k, v in metrics.items()}
     stop_if_not_finite(step)
-    seconds = time.time() - clock['time']
-    rate = (step - clock['step']) * config.train.batch_size / seconds
-    metrics.update(images_per_second=rate, data_wait_fraction=clock['data_wait'] / seconds)
+    metrics.update(clock.window(step, config.train.batch_size))
     writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-    train_history.append({'step': step, 'loss': float(metrics['loss'])})
-    eta = _eta((total_steps - step) * config.train.batch_size / rate)
+    train_history.append({'step': step, 'loss': metrics['loss']})
+    timing = (f"{metrics['images_per_second']:.0f} img/s ETA "
+              f'{clock.eta(step, total_steps, config.train.batch_size)}')
+    if window['first']:
+      timing = 'compiled and ran in ' + chrono.format_duration(time.time() - window['first'])
     _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
          f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
          f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
-         f'{rate:.0f} img/s ETA {eta}')
-    clock.update(time=time.time(), step=step, data_wait=0.0)
+         f'{timing}')
+    window.update(sums=None, steps=0, first=None)
+    clock.reset(step)
 
   def evaluate_and_save(step: int) -> None:
     nonlocal state
     results = evaluate.evaluate(eval_step, [state.params], _eval_batches(config, mesh), mesh,
-                                stats)
+                                stats, progress=_say)
     factor = plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
     # From the host (numpy), the same on every process: a jnp scalar would already sit on
     # one local device, which cannot be put on a sharding that spans processes.
@@ -230,24 +252,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
     _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
     save(step, results['centre_top1_error'])
-    clock['time'] = time.time()  # Evaluation time is not training throughput.
 
   preempted, exit_code = False, 0
   try:
     with preemption.PreemptionWatch() as watch:
+      window['first'] = time.time() if step < total_steps else None
       while step < total_steps:
         t = time.time()
         local_batch = next(train_iter)
-        clock['data_wait'] += time.time() - t
+        clock.waited_for_data(time.time() - t)
         with jax.set_mesh(mesh):
           state, metrics = step_fn(state, sharding.global_batch(mesh, local_batch), stats)
+        window['sums'] = metrics if window['sums'] is None else jax.tree.map(
+            jnp.add, window['sums'], metrics)
+        window['steps'] += 1
         step += 1
-        if step % config.train.log_every_steps == 0 or step == total_steps or step == 1:
-          log(step, metrics)
-        if step % eval_every == 0 or step == total_steps:
-          evaluate_and_save(step)
-        elif step % config.checkpoint.every_steps == 0:
-          save(step)
+        if step % config.train.log_every_steps == 0 or step == total_steps or window['first']:
+          log(step)
+        with clock.paused():  # Evaluation and saving are not training throughput.
+          if step % eval_every == 0 or step == total_steps:
+            evaluate_and_save(step)
+          elif step % config.checkpoint.every_steps == 0:
+            save(step)
         if step < total_steps and watch.reached(step):
           if saved['step'] != step:
             save(step)
@@ -278,13 +304,13 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   Evaluating a run's own workdir needs its config (saved_config.py); eval.*, the
   evaluation split and the devices may differ.
   """
+  check_before_writing(config, workdir)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   ensemble = [w.strip() for w in config.eval.ensemble_workdirs.split(',') if w.strip()]
-  if not ensemble:
-    saved_config.check_rerun(config, workdir, also=('data.eval_split',))
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
   _ready_data(config)
+  preflight.check_data(config)
   stats = _device_stats(config, mesh)
   net = model.create_model(config)
   abstract = train_step.abstract_train_state(config, net, mesh)

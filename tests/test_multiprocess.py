@@ -121,7 +121,11 @@ def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys
   # Only process 0 prints, and writes results, config and TensorBoard events.
   assert '[process 0] Training paper net (2 towers) on mesh data=4 x tower=2' in out
   assert '[process 0] step 4/4' in out and '[process 1] step ' not in out
-  assert 'Process 1 of 2: 4 local devices, 8 in all.' in out
+  logs = ''
+  for path in glob.glob(os.path.join(two, 'logs', '*.log')):  # One per process.
+    with open(path) as f:
+      logs += f.read()
+  assert 'Process 1 of 2: 4 local devices, 8 in all.' in logs
   assert len(glob.glob(os.path.join(two, 'tensorboard', 'events*'))) == 1
   np.testing.assert_allclose(_losses(two), losses[:4], rtol=RTOL)
   with open(os.path.join(two, 'results.json')) as f:

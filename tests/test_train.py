@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -180,14 +181,49 @@ def test_unwritable_workdir(data_dir, tmp_path):
     train.train_and_evaluate(tiny_config(data_dir), str(blocker / 'run'))
 
 
-def test_bad_override_is_rejected_by_the_command_line(tmp_path):
+@pytest.mark.parametrize('flags,message', [
+    (['--config.model.lrnn=False'], '--config.model.lrnn=False: the config has no field '
+                                    """'lrnn'. Did you mean "lrn" instead of "lrnn"?"""),
+    (['--config.data.source=folder', '--config.data.folder=/no/such/folder'],
+     "data.folder='/no/such/folder' does not exist"),
+    (['--config.mesh.data=3'], 'mesh.data=3 x mesh.tower=2 = 6 devices, but 2 are available'),
+])
+def test_a_users_mistake_is_one_paragraph_not_a_traceback(tmp_path, flags, message):
   proc = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/demo.py',
-       f'--workdir={tmp_path}', '--config.model.lrnn=False'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0
-  assert 'lrnn' in proc.stderr
-  assert not os.listdir(tmp_path)
+       f'--workdir={tmp_path / "run"}', f'--config.data.data_dir={tmp_path / "data"}',
+       *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith('Error: ') and message in proc.stderr, proc.stderr
+  assert 'Traceback' not in proc.stderr and len(proc.stderr.splitlines()) <= 3
+  if '(The traceback is in ' in proc.stderr:  # Past the checks that need no data.
+    log = proc.stderr.split('(The traceback is in ')[1].split(')')[0]
+    with open(log) as f:
+      assert 'Traceback' in f.read()
+
+
+def test_the_console_shows_the_run_and_the_log_file_the_rest(data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  fields = {'data.data_dir': data_dir, 'data.synthetic_train_size': 96,
+            'data.synthetic_eval_size': 37, 'train.batch_size': 16, 'eval.batch_size': 16,
+            'train.num_steps': 4, 'train.log_every_steps': 2, 'train.eval_every_steps': 2,
+            'checkpoint.every_steps': 2, 'model.init': 'caffe'}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/demo.py',
+       f'--workdir={workdir}', *(f'--config.{k}={v}' for k, v in fields.items())],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  console = (proc.stdout + proc.stderr).splitlines()
+  assert len(console) <= 16, '\n'.join(console)
+  assert not [line for line in console if re.match(r'[IWE]\d{4} ', line) or '\x1b' in line]
+  assert any(line.startswith(f'Writing to {workdir}: checkpoints/') for line in console)
+  assert any(line.startswith('step 1/4 ') and 'compiled and ran in' in line
+             for line in console)
+  assert any(line.startswith('step 2/4 ') and ' img/s ETA ' in line for line in console)
+  [log] = glob.glob(str(workdir / 'logs' / '*.log'))
+  with open(log) as f:
+    assert 'Config:' in f.read()
 
 
 def test_a_rerun_that_would_change_the_experiment_is_refused(data_dir, tmp_path, capsys):
@@ -242,4 +278,5 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
   nowhere = subprocess.run([sys.executable, '-m', 'alexnet_jax.main',
                             f'--workdir={tmp_path / "new"}'], cwd=REPO, capture_output=True,
                            text=True, timeout=120)
-  assert nowhere.returncode != 0 and '--config is required to start a run' in nowhere.stderr
+  assert nowhere.returncode == 2 and 'holds no run to resume, so --config is required' in (
+      nowhere.stderr)

@@ -26,6 +26,7 @@ the dataset's metadata (`skipped_files`); they never shift the labels of the oth
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -46,6 +47,7 @@ import tensorflow_datasets as tfds
 
 from alexnet_jax.data import decode
 from alexnet_jax.data import synthetic
+from alexnet_jax.runtime import errors
 
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'
 VAL_TAR = 'ILSVRC2012_img_val.tar'
@@ -55,7 +57,7 @@ _VAL_FILES_PER_UNIT = 1000
 _RECORD_HEADER = struct.Struct('<iH')  # Staging record: label, file-name length.
 
 
-class DataMissingError(FileNotFoundError):
+class DataMissingError(errors.UserError, FileNotFoundError):
   """The data a config asks for is not there; the message says how to get it."""
 
 
@@ -146,6 +148,10 @@ def missing_data_message(config) -> str:
             f'terms), put them in {_manual_dir(config)} (or set data.manual_dir), then '
             f'run once: {prepare}. It resumes if interrupted.')
   if d.source == 'folder':
+    if not d.folder or not os.path.isdir(os.path.expanduser(d.folder)):
+      return (f'The image folder data.folder={d.folder!r} does not exist. Set '
+              '--config.data.folder to a folder holding <split>/<class>/<image files> '
+              f'(e.g. train/ and val/), then run: {prepare}.')
     return (f'The image folder data.folder={d.folder!r} is not prepared ({where}). '
             f'It must hold <split>/<class>/<image files>; then run: {prepare}.')
   if d.source == 'tfds':
@@ -295,8 +301,7 @@ def _visible_entries(path: str) -> list[str]:
 def _folder_plan(config, root: str) -> Plan:
   root = os.path.expanduser(root)
   if not root or not os.path.isdir(root):
-    raise DataMissingError(f'Image folder {root!r} (data.folder) does not exist. '
-                           + missing_data_message(config))
+    raise DataMissingError(missing_data_message(config))
   splits = [s for s in _visible_entries(root) if os.path.isdir(os.path.join(root, s))]
   train_split = config.data.train_split
   if train_split not in splits:
@@ -500,7 +505,10 @@ def prepare(config) -> str:
   builder = builder_class(p=p, staging=staging, image_size=config.data.image_size,
                           jpeg_quality=config.data.jpeg_quality, skipped=skipped,
                           data_dir=_data_dir(config))
-  builder.download_and_prepare()
+  tfds.disable_progress_bar()  # Its bars print escape codes into logs; _convert_all logs.
+  with contextlib.redirect_stdout(io.StringIO()) as printed:  # TFDS prints, not logs.
+    builder.download_and_prepare()
+  logging.info('TFDS: %s', printed.getvalue().strip())
   shutil.rmtree(staging)
   total = sum(len(v) for v in skipped.values())
   logging.info('Prepared %s (%d undecodable files skipped)', dataset_dir(config), total)

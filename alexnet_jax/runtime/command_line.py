@@ -1,18 +1,32 @@
-"""Starting a command: `--config=configs/x.py` names the project's configs from any directory.
+"""Starting a command: config files from any directory, short errors, a log file.
 
-A config path that does not exist relative to the working directory is looked up in the
-project's own `configs/` (beside the installed `alexnet_jax` package: the checkout for
-`pip install -e .`), so the README's commands work from anywhere once installed. A path
-that exists where the user is always wins.
+`--config=configs/x.py` names the project's configs from any working directory: a config
+path that does not exist relative to the working directory is looked up in the project's
+own `configs/` (beside the installed `alexnet_jax` package: the checkout for
+`pip install -e .`). A path that exists where the user is always wins.
+
+Errors a user can cause (runtime/errors.py, and a mistyped flag or config field) end the
+command with one short paragraph on stderr and exit status 2, not a traceback; the
+traceback goes to the log file when the command keeps one (`log_to_file`), where
+library INFO lines go too, leaving the console to the command's own lines.
 """
 
+import ast
 import os
+import socket
 import sys
+import time
 
 from absl import app
+from absl import flags
+from absl import logging
+
+from alexnet_jax.runtime import errors
 
 # The directory holding the alexnet_jax package (and configs/): three levels up from here.
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USER_ERROR_EXIT = 2
+_log = {'path': None}
 
 
 def config_path(path: str) -> str:
@@ -35,6 +49,62 @@ def resolve_config_flags(argv: list[str]) -> list[str]:
   return out
 
 
+def log_to_file(directory: str) -> str:
+  """From now on absl's log (INFO and up, tracebacks of errors) goes to a new file in
+  `directory`, and only FATAL lines to the console; returns the file's path."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'{time.strftime("%Y%m%d-%H%M%S")}_{socket.gethostname()}'
+                                 f'_{os.getpid()}.log')
+  logging.get_absl_handler().python_handler.stream = open(path, 'a', buffering=1)
+  flags.FLAGS.stderrthreshold = 'fatal'
+  _log['path'] = path
+  return path
+
+
+def _fail(message: str) -> None:
+  print(f'Error: {message}', file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_EXIT)
+
+
+def _flag_error(error: Exception, argv: list[str]) -> str:
+  """One readable line for a flag that could not be parsed."""
+  text = str(error)
+  if isinstance(error, AttributeError):  # ml_collections: no such config field.
+    try:
+      text = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      pass
+    field = text.split('\n')[0].strip("'")
+    given = [a for a in argv if a.startswith('--config.') and
+             a.split('=')[0].split('.')[-1] == field]
+    hint = ' '.join(text.split('\n')[1:])
+    return (f'{given[0] if given else field}: the config has no field {field!r}. {hint} '
+            '(configs/default.py lists every field.)').replace('  ', ' ')
+  return f'{text}. (--helpfull lists every flag.)'
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, ValueError, TypeError, KeyError) as e:
+    _fail(_flag_error(e, argv))
+
+
+def _reporting(main):
+  def run_main(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      where = ''
+      if _log['path']:
+        logging.exception('Stopped:')
+        where = f'\n(The traceback is in {_log["path"]})'
+      _fail(f'{e}{where}')
+  return run_main
+
+
 def run(main, argv: list[str] | None = None) -> None:
-  """absl's `app.run(main, argv)` (default sys.argv), with the config flags resolved."""
-  app.run(main, argv=resolve_config_flags(sys.argv if argv is None else argv))
+  """absl's `app.run(main, argv)` (default sys.argv), with the config flags resolved, and
+  user errors (and flag errors) reported as one paragraph."""
+  app.run(_reporting(main), argv=resolve_config_flags(sys.argv if argv is None else argv),
+          flags_parser=_parse_flags)

@@ -20,6 +20,8 @@ from absl import logging
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2, summary_pb2
 
+from alexnet_jax.runtime import errors
+
 
 class MetricWriter:
   """Writes scalars to `logdir` (TensorBoard) and logs them as one console line."""
@@ -43,7 +45,7 @@ class MetricWriter:
         self._writer = EventsWriter(os.path.join(logdir, 'events'),
                                     filename_suffix=f'.{uuid.uuid4().hex[:8]}')
       except OSError as e:
-        raise PermissionError(
+        raise errors.NotWritableError(
             f'Cannot write TensorBoard events to {logdir}: {e}. Choose a --workdir that '
             'this user can create and write (or fix its permissions).') from e
 

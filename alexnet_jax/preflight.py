@@ -1,0 +1,112 @@
+"""Every mistake that would otherwise surface late, checked before any long work.
+
+`check_config` needs neither data nor devices: every field with a fixed set of values,
+every count that must be positive, the schedule's fields, and the crop against the net's
+geometry (the maps fc6 sees must be at least 1x1). `check_data` runs once the data is
+prepared (data/prepare.py), before the state is built: both splits exist, the net has as
+many outputs as the data has classes, and the crops fit the images. Each collects all the
+problems it finds and raises one `ConfigError` that names, for each, the field, its value
+and what to set.
+"""
+
+import ml_collections
+
+from alexnet_jax import model, schedules
+from alexnet_jax.data import sources
+from alexnet_jax.runtime import errors
+
+_CHOICES = {
+    'model.layout': model.LAYOUTS,
+    'model.init': model.INITS,
+    'model.remove_conv': model.REMOVABLE,
+    'model.activation': ('relu', 'tanh'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.lrn_alpha_convention': ('printed', 'divided'),
+    'data.source': ('imagenet2012', 'folder', 'tfds', 'synthetic'),
+    'data.mean': ('dataset', 'imagenet', 'none'),
+    'data.pca_stats': ('imagenet', 'dataset'),
+    'optimizer.schedule': schedules.SCHEDULES,
+}
+_POSITIVE = ('train.batch_size', 'eval.batch_size', 'train.log_every_steps',
+             'checkpoint.every_steps', 'checkpoint.keep', 'data.image_size', 'data.crop_size',
+             'model.num_classes', 'model.pool_window', 'model.pool_stride')
+
+
+ConfigError = errors.ConfigError
+
+
+def _get(config: ml_collections.ConfigDict, field: str):
+  section, name = field.split('.')
+  return config[section][name]
+
+
+def _raise_if(problems: list[str]) -> None:
+  if problems:
+    raise ConfigError('The config cannot work:\n' + '\n'.join(f'  - {p}' for p in problems))
+
+
+def config_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """What is wrong with `config` on its own (no data, no devices needed)."""
+  problems = []
+  for field, choices in _CHOICES.items():
+    if _get(config, field) not in choices:
+      problems.append(f'{field}={_get(config, field)!r}: use one of {list(choices)}.')
+  for field in _POSITIVE:
+    if _get(config, field) < 1:
+      problems.append(f'{field}={_get(config, field)}: must be at least 1.')
+  if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
+    problems.append(f'train.num_epochs={config.train.num_epochs} and train.num_steps='
+                    f'{config.train.num_steps}: set one of them above 0.')
+  if not 0.0 <= config.model.dropout_rate < 1.0:
+    problems.append(f'model.dropout_rate={config.model.dropout_rate}: must be in [0, 1).')
+  if config.model.lrn_size % 2 == 0:
+    problems.append(f'model.lrn_size={config.model.lrn_size}: the window must be odd '
+                    '(the paper uses 5).')
+  for check in (lambda: schedules.parse_step_epochs(config.optimizer.step_epochs),
+                lambda: schedules.Plateau.from_config(config)):
+    try:
+      check()
+    except ValueError as e:
+      problems.append(str(e))
+  try:
+    model.layer_plan(config.model)
+  except ValueError as e:
+    return problems + [str(e)]  # The geometry below needs a valid layer plan.
+  if any(p.startswith(('model.', 'data.image_size', 'data.crop_size')) for p in problems):
+    return problems
+  d = config.data
+  if d.crop_size > d.image_size:
+    problems.append(f'data.crop_size={d.crop_size} is larger than data.image_size='
+                    f'{d.image_size}: crops are cut from the images (§4.1).')
+  smallest = model.smallest_crop(config.model)
+  if d.crop_size < smallest:
+    problems.append(
+        f'data.crop_size={d.crop_size}: this net ({config.model.layout} layout, '
+        f'{config.model.towers} tower(s)) shrinks {d.crop_size}x{d.crop_size} inputs to '
+        f'nothing before fc6. Use data.crop_size >= {smallest} (and data.image_size >= '
+        'the crop).')
+  return problems
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError listing every problem `config_problems` finds."""
+  _raise_if(config_problems(config))
+
+
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """After preparing: the splits exist and the net fits the data's classes."""
+  info = sources.dataset_info(config)
+  splits = sorted(info.splits)
+  problems = []
+  for field in ('train_split', 'eval_split'):
+    if config.data[field] not in splits:
+      problems.append(f'data.{field}={config.data[field]!r} is not a split of the data '
+                      f'({sources.dataset_dir(config)} has {splits}): set '
+                      f'--config.data.{field}=<one of them>.')
+  classes = info.features['label'].num_classes
+  if config.model.num_classes != classes:
+    names = info.features['label'].names
+    shown = ', '.join(names[:5]) + (', ...' if classes > 5 else '')
+    problems.append(f'model.num_classes={config.model.num_classes}, but the data has '
+                    f'{classes} classes ({shown}): set --config.model.num_classes={classes}.')
+  _raise_if(problems)

@@ -1,0 +1,83 @@
+"""Mistakes are caught before long work, each named with its field, value and the fix."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from alexnet_jax import model, preflight, train
+from alexnet_jax.data import prepare
+from configs import default, demo
+
+
+def test_every_config_problem_is_listed_at_once():
+  config = default.get_config()
+  config.optimizer.schedule = 'stepz'
+  config.train.log_every_steps = 0
+  config.checkpoint.every_steps = 0
+  config.optimizer.step_epochs = '30,x'
+  with pytest.raises(preflight.ConfigError) as e:
+    preflight.check_config(config)
+  message = str(e.value)
+  assert "optimizer.schedule='stepz': use one of ['plateau', 'steps', 'cosine']" in message
+  assert 'train.log_every_steps=0: must be at least 1' in message
+  assert 'checkpoint.every_steps=0: must be at least 1' in message
+  assert "step_epochs='30,x'" in message
+  preflight.check_config(default.get_config())  # The defaults are fine.
+
+
+@pytest.mark.parametrize('layout,towers,smallest', [('paper', 2, 64), ('torchvision', 1, 63)])
+def test_crops_the_net_shrinks_to_nothing_are_refused(layout, towers, smallest):
+  config = default.get_config()
+  config.model.layout, config.model.towers = layout, towers
+  assert model.smallest_crop(config.model) == smallest
+  assert model.fc6_input_side(config.model, 224) == 6  # Figure 2: 6x6x256 into fc6.
+  config.data.crop_size = smallest - 1
+  with pytest.raises(preflight.ConfigError,
+                     match=rf'data.crop_size={smallest - 1}: .* Use data.crop_size >= '
+                           rf'{smallest}'):
+    preflight.check_config(config)
+  config.data.crop_size, config.data.image_size = smallest, smallest - 1
+  with pytest.raises(preflight.ConfigError, match='larger than data.image_size'):
+    preflight.check_config(config)
+
+
+def _folder(root, splits):
+  for split, classes in splits.items():
+    for name in classes:
+      os.makedirs(root / split / name)
+      for i in range(2):
+        Image.new('RGB', (40, 30), (i * 90, 60, 200)).save(root / split / name / f'{i}.jpg')
+
+
+def _folder_config(tmp_path, root, **data):
+  config = demo.get_config()
+  config.host_devices = 0
+  config.data.source, config.data.folder = 'folder', str(root)
+  config.data.data_dir = str(tmp_path / 'prepared')
+  config.data.image_size, config.data.crop_size = 64, 64
+  for name, value in data.items():
+    setattr(config.data, name, value)
+  return config
+
+
+def test_missing_split_and_wrong_class_count_are_named(tmp_path):
+  root = tmp_path / 'images'
+  _folder(root, {'train': ['cats', 'dogs'], 'val': ['cats', 'dogs']})
+  config = _folder_config(tmp_path, root)
+  prepare.prepare(config)
+  with pytest.raises(preflight.ConfigError) as e:
+    preflight.check_data(config)
+  message = str(e.value)
+  assert ("data.eval_split='validation' is not a split of the data" in message
+          and "has ['train', 'val']" in message and '--config.data.eval_split=' in message)
+  assert ('model.num_classes=10, but the data has 2 classes (cats, dogs): set '
+          '--config.model.num_classes=2') in message
+  config.data.eval_split, config.model.num_classes = 'val', 2
+  preflight.check_data(config)
+
+  # The training loop says so before it writes anything or builds the state.
+  config.data.eval_split = 'validation'
+  with pytest.raises(preflight.ConfigError, match='eval_split'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
