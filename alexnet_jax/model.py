@@ -10,7 +10,8 @@ On a mesh with a 'tower' axis (see sharding.py) each layer runs under `jax.shard
 device computes its own tower's kernels as an ordinary convolution, and the only
 cross-device traffic of the forward pass is the explicit all-gather of the other tower's
 maps in front of conv3, fc6, fc7 and fc8, where the paper's GPUs communicate. (Letting
-XLA partition a grouped convolution instead gathers the whole batch; see DESIGN.md.)
+XLA partition a grouped convolution instead gathers the whole batch onto every device:
+tests/test_hlo_audit.py shows it.)
 Without a mesh the same code runs both towers on one device.
 """
 

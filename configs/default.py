@@ -22,8 +22,6 @@ def get_config():
   #                         (one tower, 64-192-384-256-256, no LRN, "one weird trick").
   model.towers = 2  # 2: the paper's net. 1: one tower with half the kernels (footnote 2).
   model.num_classes = 1000
-  model.input_size = 224  # 224: cuda-convnet geometry (conv1 pads 3 rows/cols at the
-  #                         bottom/right, giving 55x55 as in Figure 2); 227: Caffe's crops.
   model.activation = 'relu'  # 'relu' (§3.1) or 'tanh' (the Figure 1 baseline).
   model.lrn = True  # Local response normalisation after conv1 and conv2 (§3.3).
   model.lrn_size = 5  # n: adjacent kernel maps summed over.
@@ -59,7 +57,9 @@ def get_config():
   data.train_split = 'train'
   data.eval_split = 'validation'
   data.image_size = 256  # Shorter side rescaled to this, central square crop (§2).
-  data.crop_size = 224  # Random training crops and test patches (§4.1).
+  data.crop_size = 224  # Random training crops and test patches (§4.1); the net's input.
+  #   224: cuda-convnet's geometry (conv1 pads 3 rows/cols at the bottom/right, giving
+  #   Figure 2's 55x55); 227: Caffe's (no padding, the same shapes).
   data.jpeg_quality = 90  # Quality of the re-encoded 256x256 JPEGs.
   data.flip = True  # Random horizontal reflections (§4.1).
   data.pca_noise_std = 0.1  # sigma of the PCA colour noise alphas (§4.1); 0 turns it off.
@@ -76,8 +76,7 @@ def get_config():
   data.synthetic_eval_size = 256
   data.val_labels_file = ''  # ILSVRC-2012 validation ground truth: one wnid per line, line k
   #   for ILSVRC2012_val_<k>.JPEG; '': the copy shipped with tensorflow-datasets.
-  data.prepare_processes = 0  # Processes converting images in `alexnet_jax.data.prepare`; 0: all
-  #   cores.
+  data.prepare_processes = 0  # Processes converting images in `data.prepare`; 0: all cores.
 
   # --- Training (§5) ------------------------------------------------------------------------
   config.train = train = ml_collections.ConfigDict()

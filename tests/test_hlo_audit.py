@@ -69,7 +69,7 @@ def test_one_tower_per_device_only_reduces_gradients():
 
 
 def test_audit_catches_xla_partitioning_a_grouped_convolution():
-  """The trap of DESIGN.md: a grouped conv left to XLA's partitioner gathers the batch."""
+  """The trap the model avoids: a grouped conv left to XLA's partitioner gathers the batch."""
   config = default.get_config()
   mesh = sharding.make_mesh(config)
   x = jax.ShapeDtypeStruct((32, 27, 27, 96), jnp.float32,

@@ -17,6 +17,7 @@ import grain
 import numpy as np
 
 from alexnet_jax.data import decode
+from alexnet_jax.runtime import shared_memory_leftovers
 
 
 def records(records) -> dict:
@@ -133,7 +134,7 @@ class BatchTransform:
                                'prepare the data again.') from e
 
 
-def _ignore_ctrl_c(worker_index: int, worker_count: int) -> None:
+def _init_worker(worker_index: int, worker_count: int) -> None:
   """In each worker: Ctrl-C at a terminal reaches the workers too; the main process alone
   acts on it (runtime/preemption.py), and it ends the workers when it stops."""
   del worker_index, worker_count
@@ -153,10 +154,11 @@ def to_iterator(ds: grain.MapDataset, config, finish=None):
       # Grain's workers read absl flags. Outside an absl app (pytest, a notebook), use
       # their defaults rather than fail in the worker.
       flags.FLAGS.mark_as_parsed()
+    shared_memory_leftovers.silence_warnings()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.data.worker_count,
         per_worker_buffer_size=config.data.worker_buffer_size),
-        worker_init_fn=_ignore_ctrl_c)
+        worker_init_fn=_init_worker)
     it_ds = it_ds.map(_Received(finish))
   elif finish is not None:
     it_ds = it_ds.map(finish)

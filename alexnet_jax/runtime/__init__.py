@@ -1,9 +1,11 @@
 """What a training run needs from its surroundings, apart from the net and the data.
 
 `distributed` joins a multi-process JAX job (flags, SLURM, Kubernetes, Cloud TPU);
-`preemption` turns a scheduler's notice into a save and a clean exit; `metric_writer`
-writes TensorBoard events (process 0 only); `command_line` starts a command, finding
-`--config=configs/x.py` from any working directory.
+`preemption` turns a scheduler's notice (or Ctrl-C) into a save and a clean exit;
+`metric_writer` writes TensorBoard events (process 0 only); `chrono` times the training
+steps; `command_line` starts a command (configs from any directory, short errors, a log
+file); `errors` holds the errors a user can fix; `shared_memory_leftovers` keeps the
+resource tracker quiet about batches in flight at exit.
 
 May import: jax, absl, tensorboardX and the standard library. Nothing of alexnet_jax.
 """

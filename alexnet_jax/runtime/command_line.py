@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from alexnet_jax.runtime import errors
+from alexnet_jax.runtime import errors, shared_memory_leftovers
 
 # The directory holding the alexnet_jax package (and configs/): three levels up from here.
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,5 +106,6 @@ def _reporting(main):
 def run(main, argv: list[str] | None = None) -> None:
   """absl's `app.run(main, argv)` (default sys.argv), with the config flags resolved, and
   user errors (and flag errors) reported as one paragraph."""
+  shared_memory_leftovers.silence_warnings()  # Before anything starts a resource tracker.
   app.run(_reporting(main), argv=resolve_config_flags(sys.argv if argv is None else argv),
           flags_parser=_parse_flags)
