@@ -3,11 +3,13 @@
 `check_config` needs neither data nor devices: every field with a fixed set of values,
 every count that must be positive, the schedule's fields, and the crop against the net's
 geometry (the maps fc6 sees must be at least 1x1). `check_data` runs once the data is
-prepared (data/prepare.py), before the state is built: both splits exist, the net has as
-many outputs as the data has classes, and the crops fit the images. Each collects all the
-problems it finds and raises one `ConfigError` that names, for each, the field, its value
-and what to set.
+prepared (data/prepare.py), before the state is built: both splits exist and the net has
+as many outputs as the data has classes. Each collects all the problems it finds and
+raises one `ConfigError` that names, for each, the field, its value and what to set.
+`data_notes` says what is allowed but costly: images upscaled far beyond their size.
 """
+
+import math
 
 import ml_collections
 
@@ -110,3 +112,20 @@ def check_data(config: ml_collections.ConfigDict) -> None:
     problems.append(f'model.num_classes={config.model.num_classes}, but the data has '
                     f'{classes} classes ({shown}): set --config.model.num_classes={classes}.')
   _raise_if(problems)
+
+
+def data_notes(config: ml_collections.ConfigDict) -> list[str]:
+  """Advice, not errors: the training images are much smaller than data.image_size."""
+  sides = sources.dataset_info(config).metadata.get('source_shorter_side', {})
+  median = sides.get(config.data.train_split, {}).get('median', 0)
+  size = config.data.image_size
+  if not median or median * 1.5 > size:
+    return []
+  # §4.1's proportions: 224 crops of 256 images.
+  crop = max(model.smallest_crop(config.model), int(median * 224 / 256))
+  image = max(median, math.ceil(crop * 256 / 224))
+  return [f'Note: the training images are small (shorter side {median} px, the median), and '
+          f'data.image_size={size} upscales them {size / median:.1f}x: no more detail, '
+          f'{(size / median) ** 2:.0f}x the pixels to store, decode and train on. This net '
+          f'takes crops of {model.smallest_crop(config.model)} px and up; the nearest fit: '
+          f'--config.data.image_size={image} --config.data.crop_size={crop}.']

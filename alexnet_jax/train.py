@@ -166,6 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
   _ready_data(config)  # Prepares the data if it can, else fails saying how.
   preflight.check_data(config)
+  for note in preflight.data_notes(config):
+    _say(note)
   steps_per_epoch, total_steps, eval_every = _steps(config)
   stats = _device_stats(config, mesh)
   net = model.create_model(config)

@@ -95,3 +95,19 @@ def test_decode_to_square_any_shape_and_reduced_decode():
   assert np.abs(out.astype(int) - full).mean() < 2
   assert decode.decode_to_square(decode.encode_jpeg(_smooth(20, 33), 90), 72).shape == (
       72, 72, 3)
+
+
+def test_a_jpeg_missing_only_its_end_marker_decodes_exactly():
+  image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+  data = decode.encode_jpeg(image, 90)
+  assert data.endswith(b'\xff\xd9')
+  np.testing.assert_array_equal(decode.decode_image(data[:-2]), decode.decode_image(data))
+  with pytest.raises(decode.DecodeError, match='truncated'):
+    decode.decode_image(data[:len(data) // 2])  # Missing data is still refused.
+  assert decode.shorter_side(data) == 48
+
+
+def test_decode_errors_name_no_python_objects():
+  with pytest.raises(decode.DecodeError) as e:
+    decode.decode_image(b'not an image at all')
+  assert 'cannot identify image file' in str(e.value) and 'BytesIO' not in str(e.value)

@@ -81,3 +81,18 @@ def test_missing_split_and_wrong_class_count_are_named(tmp_path):
   with pytest.raises(preflight.ConfigError, match='eval_split'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_small_images_get_a_note_with_sizes_that_fit(tmp_path):
+  root = tmp_path / 'images'
+  _folder(root, {'train': ['cats', 'dogs'], 'val': ['cats', 'dogs']})  # 40x30 images.
+  config = _folder_config(tmp_path, root, eval_split='val', image_size=256, crop_size=224)
+  config.model.num_classes = 2
+  prepare.prepare(config)
+  [note] = preflight.data_notes(config)
+  assert 'shorter side 30 px' in note and 'upscales them 8.5x' in note
+  assert '--config.data.image_size=74 --config.data.crop_size=64' in note
+  config.data.image_size, config.data.crop_size = 40, 32  # Another prepared copy.
+  config.model.layout, config.model.towers = 'torchvision', 1
+  prepare.prepare(config)
+  assert preflight.data_notes(config) == []  # 40 over 30: not worth a note.

@@ -8,10 +8,16 @@ image k), the format of `data.val_labels_file`.
 
 import io
 import os
+import re
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 
 import numpy as np
 from PIL import Image
+import psutil
 import pytest
 
 from alexnet_jax.data import decode
@@ -20,6 +26,8 @@ from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import synthetic
 from configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WNIDS = ('n01000001', 'n01000002', 'n01000003')
 
@@ -81,6 +89,7 @@ def make_ilsvrc_tars(manual_dir, labels_path):
       name = f'ILSVRC2012_val_{k:08d}.JPEG'
       _add(tar, name, _image_bytes(colour, size, kind))
       expected[name] = (label, colour)
+    _add(tar, 'README.txt', b'Not an image: ignored, not a labels error.')
   with open(labels_path, 'w') as f:
     f.write(''.join(f'{WNIDS[label]}\n' for label, *_ in VAL))
   return expected
@@ -103,8 +112,11 @@ def test_ilsvrc_tars_prepared_and_read_back(tmp_path):
 
   info = sources.dataset_info(config)
   assert info.features['label'].names == list(WNIDS)
-  assert info.metadata['skipped_files'] == {'train': ['n01000002_3.JPEG'],
+  assert info.metadata['skipped_files'] == {'train': ['n01000002/n01000002_3.JPEG'],
                                             'validation': []}
+  assert info.metadata['source_shorter_side'] == {
+      'train': {'min': 100, 'median': 256, 'max': 511},
+      'validation': {'min': 240, 'median': 257, 'max': 375}}
   assert pipeline.num_examples(config, 'train') == len(TRAIN) - 1
   assert pipeline.num_examples(config, 'validation') == len(VAL)
   seen = set()
@@ -295,3 +307,89 @@ def test_reading_never_prepares_and_ready_prepares_synthetic_once(tmp_path):
   mtime = os.path.getmtime(info)
   np.testing.assert_array_equal(prepare.ready(config).mean_image, stats.mean_image)
   assert os.path.getmtime(info) == mtime  # Prepared once: a second start-up reads.
+
+
+def _slow_folder(root, classes=12, images=8, side=2000):
+  """Copies of one big noisy photo, enough that converting takes seconds; a unit a class."""
+  noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+  data = decode.encode_jpeg(noise, 95)
+  for c in range(classes):
+    os.makedirs(root / 'train' / f'class{c:02d}')
+    for i in range(images):
+      (root / 'train' / f'class{c:02d}' / f'{i}.jpg').write_bytes(data)
+
+
+def _prepare_command(config):
+  return [sys.executable, '-m', 'alexnet_jax.data.prepare', '--config=configs/default.py',
+          '--config.data.source=folder', f'--config.data.folder={config.data.folder}',
+          f'--config.data.data_dir={config.data.data_dir}', '--config.data.prepare_processes=2',
+          '--config.data.mean=imagenet', '--config.data.worker_count=0']
+
+
+def _start_and_wait_for_a_unit(args):
+  proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+  for line in proc.stderr:
+    if re.search(r'\] \[1/\d+\] train/', line):
+      break
+  return proc, psutil.Process(proc.pid).children(recursive=True)
+
+
+def _gone(processes, seconds=15):
+  deadline = time.time() + seconds
+  while time.time() < deadline:
+    if all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes):
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def test_prepare_stops_at_ctrl_c_and_its_workers_never_outlive_it(tmp_path):
+  root = tmp_path / 'images'
+  _slow_folder(root)
+  config = folder_config(tmp_path, root)
+  # Killed outright: the converters die with it (they would convert for minutes).
+  proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
+  assert children
+  proc.kill()
+  proc.wait()
+  assert _gone(children), [p.pid for p in children if p.is_running()]
+  # Ctrl-C: stops at once (not after every queued unit), says so, keeps what is done.
+  proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
+  start = time.time()
+  os.killpg(proc.pid, signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGINT and 'rerun the same command' in err
+  assert time.time() - start < 10 and _gone(children)
+  done = subprocess.run(_prepare_command(config), cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  converting = re.search(r'Converting (\d+) of 12 units', done.stderr)
+  assert converting and int(converting.group(1)) < 12  # The rest only.
+  assert 'train: 96 examples' in done.stdout
+
+
+def test_a_prepared_dataset_is_not_reused_after_its_source_changed(tmp_path):
+  root = tmp_path / 'images'
+  make_folder(root, {'train': {'cat': 2, 'dog': 2}, 'val': {'dog': 1}})
+  config = folder_config(tmp_path, root)
+  sources.prepare(config)
+  sources.prepare(config)  # Unchanged: prepared already, a no-op.
+  (root / 'train' / 'cat' / 'extra.jpg').write_bytes(_image_bytes((1, 2, 3), (30, 30)))
+  for step in (sources.prepare, prepare.ready):
+    with pytest.raises(sources.SourceChangedError,
+                       match=r'prepared from other files .*differ in: train/cat\)\. Delete '):
+      step(config)
+
+
+def test_other_validation_labels_are_not_silently_reused(tmp_path):
+  config = ilsvrc_config(tmp_path)
+  make_ilsvrc_tars(config.data.manual_dir, config.data.val_labels_file)
+  config.data.prepare_processes = 1
+  sources.prepare(config)
+  with open(config.data.val_labels_file) as f:
+    lines = f.readlines()
+  with open(config.data.val_labels_file, 'w') as f:
+    f.writelines([lines[1], lines[0], *lines[2:]])  # Val images 1 and 2 swap labels.
+  with pytest.raises(sources.SourceChangedError, match='val_labels_sha1'):
+    sources.prepare(config)

@@ -9,6 +9,7 @@ Truncated or undecodable data raises `DecodeError`: callers skip and count it.
 """
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,7 @@ import simplejpeg
 
 # A truncated file must fail, not come back half grey.
 Image.LOAD_TRUNCATED_IMAGES = False
+_JPEG_START, _JPEG_END = b'\xff\xd8', b'\xff\xd9'
 
 
 class DecodeError(ValueError):
@@ -41,20 +43,33 @@ def decode_image(data: bytes, *, channels: str = 'RGB', min_size: int = 0) -> np
   """
   if channels not in ('RGB', 'BGR'):
     raise ValueError(f"channels must be 'RGB' or 'BGR', got {channels!r}")
-  if data[:2] == b'\xff\xd8':  # JPEG start-of-image marker.
-    try:
-      return simplejpeg.decode_jpeg(
-          data, colorspace=channels, min_height=min_size, min_width=min_size)
-    except ValueError:
-      pass  # Pillow below gets a second try (and the final word).
+  if data[:2] == _JPEG_START:
+    # A JPEG whose data is whole but whose end marker is missing decodes exactly once
+    # the marker is restored; truncated data still fails (libjpeg finds it short).
+    for attempt in (data, data + _JPEG_END) if not data.endswith(_JPEG_END) else (data,):
+      try:
+        return simplejpeg.decode_jpeg(
+            attempt, colorspace=channels, min_height=min_size, min_width=min_size)
+      except ValueError:
+        pass  # Pillow below gets a second try (and the final word).
   try:
     with Image.open(io.BytesIO(data)) as pil:
       if min_size:
         pil.draft('RGB', (min_size, min_size))
       image = np.asarray(pil.convert('RGB'))
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise DecodeError(f'{type(e).__name__}: {e}') from e
+    reason = re.sub(r' <_io\.BytesIO object at 0x[0-9a-f]+>', '', str(e))
+    raise DecodeError(f'{type(e).__name__}: {reason}') from e
   return image[..., ::-1].copy() if channels == 'BGR' else image
+
+
+def shorter_side(data: bytes) -> int | None:
+  """The shorter side of the encoded image in pixels, from its header; None if unreadable."""
+  try:
+    with Image.open(io.BytesIO(data)) as pil:
+      return min(pil.size)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    return None
 
 
 def center_square_resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -16,6 +16,8 @@ read.
 """
 
 import os
+import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -43,6 +45,7 @@ def ready(config) -> statistics.DataStats:
   if config.data.source == 'synthetic':
     prepare(config)
   sources.dataset_info(config)  # Missing data: say so before the statistics.
+  sources.check_source_unchanged(config)
   return statistics.load_stats(config)
 
 
@@ -52,11 +55,22 @@ def main(argv):
   config = flags.FLAGS.config
   if config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
-  directory, stats = prepare(config)
+  # A scheduler's SIGTERM stops the conversion like Ctrl-C: at once, resumable.
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    directory, stats = prepare(config)
+  except KeyboardInterrupt:
+    print('Interrupted: the units converted so far are kept; rerun the same command to '
+          'convert the rest.', file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGINT)
   info = sources.dataset_info(config)
   for split, split_info in info.splits.items():
     skipped = info.metadata.get('skipped_files', {}).get(split, [])
+    sides = info.metadata.get('source_shorter_side', {}).get(split)
     print(f'{split}: {split_info.num_examples} examples'
+          + (f", source images' shorter side {sides['min']}..{sides['max']} px (median "
+             f"{sides['median']}), stored at {config.data.image_size}x"
+             f'{config.data.image_size}' if sides else '')
           + (f', {len(skipped)} undecodable files skipped: {skipped[:10]}' if skipped
              else ''))
   print(f'Dataset: {directory}\nMean image and PCA: {stats}')

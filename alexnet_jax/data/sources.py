@@ -22,7 +22,9 @@ validation files, per class folder), each converted in a worker process into a s
 ArrayRecord file that is renamed into place only when complete; a restart converts only
 the missing units. Then TFDS writes the dataset from the staging files (minutes) and the
 staging files are deleted. Undecodable files are skipped, logged by name and listed in
-the dataset's metadata (`skipped_files`); they never shift the labels of the others.
+the dataset's metadata (`skipped_files`); they never shift the labels of the others. The
+metadata also records the source images' shorter sides (`source_shorter_side`: min,
+median, max per split), so that a run can say when image_size upscales them.
 """
 
 import concurrent.futures
@@ -47,18 +49,23 @@ import tensorflow_datasets as tfds
 
 from alexnet_jax.data import decode
 from alexnet_jax.data import synthetic
-from alexnet_jax.runtime import errors
+from alexnet_jax.runtime import child_processes, errors
 
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'
 VAL_TAR = 'ILSVRC2012_img_val.tar'
 IMAGENET_URL = 'https://image-net.org/download-images'
 _VERSION = '1.0.0'
 _VAL_FILES_PER_UNIT = 1000
+_VAL_IMAGE = re.compile(r'ILSVRC2012_val_\d+\.jpe?g', re.IGNORECASE)
 _RECORD_HEADER = struct.Struct('<iH')  # Staging record: label, file-name length.
 
 
 class DataMissingError(errors.UserError, FileNotFoundError):
   """The data a config asks for is not there; the message says how to get it."""
+
+
+class SourceChangedError(errors.UserError, ValueError):
+  """The prepared dataset was made from other files than the source holds now."""
 
 
 # A file to convert: (file name, encoded bytes, class name).
@@ -176,6 +183,53 @@ def _read_only_builder(config):
   return builder
 
 
+def source_fingerprint(config) -> dict | None:
+  """What identifies the source's files: sizes (and the labels file's digest) for the
+  ILSVRC tars, the file count and bytes of each class folder; None when the source is
+  not there (deleted after preparing) or is generated or a TFDS catalog dataset."""
+  d = config.data
+  if d.source == 'imagenet2012':
+    manual = _manual_dir(config)
+    tars = [os.path.join(manual, name) for name in (TRAIN_TAR, VAL_TAR)]
+    if not all(os.path.exists(t) for t in tars):
+      return None
+    found = {os.path.basename(t): os.path.getsize(t) for t in tars}
+    if d.val_labels_file and os.path.exists(os.path.expanduser(d.val_labels_file)):
+      with open(os.path.expanduser(d.val_labels_file), 'rb') as f:
+        found['val_labels_sha1'] = hashlib.sha1(f.read()).hexdigest()
+    return found
+  root = os.path.expanduser(d.folder)
+  if d.source != 'folder' or not os.path.isdir(root):
+    return None
+  found = {}
+  for split in _visible_entries(root):
+    for class_name in (_visible_entries(os.path.join(root, split))
+                       if os.path.isdir(os.path.join(root, split)) else []):
+      folder = os.path.join(root, split, class_name)
+      if os.path.isdir(folder):
+        sizes = [e.stat().st_size for e in os.scandir(folder)
+                 if e.is_file() and not e.name.startswith('.')]
+        found[f'{split}/{class_name}'] = [len(sizes), sum(sizes)]
+  return found
+
+
+def check_source_unchanged(config) -> None:
+  """Raises SourceChangedError if the prepared dataset came from other source files."""
+  if not is_prepared(config):
+    return
+  now = source_fingerprint(config)
+  then = tfds.builder_from_directory(dataset_dir(config)).info.metadata.get(
+      'source_fingerprint')
+  if now is None or then is None or now == then:
+    return
+  changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+  raise SourceChangedError(
+      f'{dataset_dir(config)} was prepared from other files than the source holds now '
+      f'(they differ in: {", ".join(changed[:5])}{" ..." if len(changed) > 5 else ""}). '
+      f'Delete {dataset_dir(config)} to prepare the source again, or set data.data_dir to '
+      'another folder.')
+
+
 def dataset_info(config) -> tfds.core.DatasetInfo:
   """The prepared dataset's TFDS info (splits, sizes, class names, metadata).
 
@@ -275,11 +329,15 @@ def _imagenet_plan(config) -> Plan:
     raise ValueError(f'Unknown class(es) {unknown[:5]} in the validation labels '
                      f'{config.data.val_labels_file or "(TFDS copy)"}: not among the '
                      f'{len(classes)} per-class tars of {train_tar}.')
-  val_files = sorted(_tar_members(val_tar), key=lambda m: m.name)
-  val_wnids = []
-  for m in val_files:
+  val_files, val_wnids = [], []
+  for m in sorted(_tar_members(val_tar), key=lambda m: m.name):
+    if not _VAL_IMAGE.fullmatch(os.path.basename(m.name)):
+      logging.warning('Ignoring %s in %s: not an ILSVRC2012_val_<k>.JPEG image.', m.name,
+                      val_tar)
+      continue
+    val_files.append(m)
     number = re.search(r'(\d+)\.\w+$', m.name)
-    if not number or not 1 <= int(number.group(1)) <= len(labels):
+    if not 1 <= int(number.group(1)) <= len(labels):
       raise ValueError(f'{m.name} in {val_tar} has no line in the validation labels '
                        f'({len(labels)} lines; line k labels ILSVRC2012_val_<k>.JPEG).')
     val_wnids.append(labels[int(number.group(1)) - 1])
@@ -362,29 +420,38 @@ def convert_unit(unit: Unit, path: str, *, size: int, quality: int,
                  class_index: dict[str, int]) -> tuple[int, list[str]]:
   """Decodes, resizes (§2) and re-encodes one unit into a staging ArrayRecord file.
 
-  Returns (images written, names of the files skipped as undecodable). The file appears
-  at `path` only once complete (with `path + '.skipped.json'` beside it).
+  Returns (images written, '<class>/<file>' of those skipped as undecodable). The file
+  appears at `path` only once complete, with `path + '.unit.json'` beside it (the skipped
+  files, and the shorter side of each source image, for `size_summary`).
   """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.incomplete'
   writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
-  written, skipped = 0, []
+  written, skipped, sides = 0, [], []
   for file_name, data, class_name in unit.read():
     try:
       image = decode.decode_to_square(data, size)
     except decode.DecodeError as e:
-      logging.warning('Skipping undecodable %s/%s: %s', unit.split, file_name, e)
-      skipped.append(file_name)
+      logging.warning('Skipping undecodable %s/%s/%s: %s', unit.split, class_name,
+                      file_name, e)
+      skipped.append(f'{class_name}/{file_name}')
       continue
+    sides.append(decode.shorter_side(data) or 0)
     name = file_name.encode()
     writer.write(_RECORD_HEADER.pack(class_index[class_name], len(name)) + name
                  + decode.encode_jpeg(image, quality))
     written += 1
   writer.close()
-  with open(path + '.skipped.json', 'w') as f:
-    json.dump(skipped, f)
+  with open(path + '.unit.json', 'w') as f:
+    json.dump({'skipped': skipped, 'shorter_sides': sides}, f)
   os.replace(tmp, path)
   return written, skipped
+
+
+def size_summary(sides: list[int]) -> dict[str, int]:
+  """The source images' shorter sides: min, median, max (pixels)."""
+  ordered = sorted(s for s in sides if s) or [0]
+  return {'min': ordered[0], 'median': ordered[len(ordered) // 2], 'max': ordered[-1]}
 
 
 def _read_staged(path: str) -> Iterator[tuple[int, str, bytes]]:
@@ -423,11 +490,21 @@ def _convert_all(config, p: Plan, staging: str) -> None:
     for unit in todo:
       report(unit, convert(unit, _unit_path(staging, unit)))
     return
-  with concurrent.futures.ProcessPoolExecutor(
-      processes, mp_context=multiprocessing.get_context('spawn')) as pool:
+  pool = concurrent.futures.ProcessPoolExecutor(
+      processes, mp_context=multiprocessing.get_context('spawn'),
+      initializer=child_processes.die_with_parent)
+  try:
     futures = {pool.submit(convert, u, _unit_path(staging, u)): u for u in todo}
     for future in concurrent.futures.as_completed(futures):
       report(futures[future], future.result())
+  except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt), or a failed unit.
+    # Stop now, not after every queued unit: finished units stay staged, and a rerun
+    # converts only the rest; a unit cut off leaves only its '.incomplete' file.
+    for process in list(getattr(pool, '_processes', {}).values()):
+      process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    raise
+  pool.shutdown()
 
 
 class _StagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -436,8 +513,10 @@ class _StagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version(_VERSION)
 
   def __init__(self, *, p: Plan, staging: str, image_size: int, jpeg_quality: int,
-               skipped: dict[str, list[str]], **kwargs):
+               skipped: dict[str, list[str]], source_sides: dict[str, dict],
+               fingerprint: dict | None, **kwargs):
     self._plan, self._staging, self._skipped = p, staging, skipped
+    self._source_sides, self._fingerprint = source_sides, fingerprint
     self._image_size, self._jpeg_quality = image_size, jpeg_quality
     super().__init__(config=tfds.core.BuilderConfig(name=p.config_name,
                                                     description=p.description),
@@ -455,7 +534,9 @@ class _StagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }),
         supervised_keys=('image', 'label'),
         metadata=tfds.core.MetadataDict(skipped_files=self._skipped, image_size=size,
-                                        jpeg_quality=self._jpeg_quality),
+                                        jpeg_quality=self._jpeg_quality,
+                                        source_shorter_side=self._source_sides,
+                                        source_fingerprint=self._fingerprint),
     )
 
   def _split_generators(self, dl_manager):
@@ -491,19 +572,25 @@ def prepare(config) -> str:
         download_config=tfds.download.DownloadConfig(manual_dir=_manual_dir(config)))
     return str(builder.data_dir)
   if is_prepared(config):
+    check_source_unchanged(config)
     logging.info('Already prepared: %s', dataset_dir(config))
     return dataset_dir(config)
+  fingerprint = source_fingerprint(config)  # Before converting: what was read.
   p = plan(config)
   staging = _staging_dir(config, p)
   _convert_all(config, p, staging)
-  skipped = {}
+  skipped, sides = {}, {}
   for unit in p.units:
-    with open(_unit_path(staging, unit) + '.skipped.json') as f:
-      skipped.setdefault(unit.split, []).extend(json.load(f))
+    with open(_unit_path(staging, unit) + '.unit.json') as f:
+      record = json.load(f)
+    skipped.setdefault(unit.split, []).extend(record['skipped'])
+    sides.setdefault(unit.split, []).extend(record['shorter_sides'])
+  source_sides = {split: size_summary(s) for split, s in sides.items()}
   builder_class = Ilsvrc2012Prepared if p.name == Ilsvrc2012Prepared.name else (
       ImageFolderPrepared)
   builder = builder_class(p=p, staging=staging, image_size=config.data.image_size,
                           jpeg_quality=config.data.jpeg_quality, skipped=skipped,
+                          source_sides=source_sides, fingerprint=fingerprint,
                           data_dir=_data_dir(config))
   tfds.disable_progress_bar()  # Its bars print escape codes into logs; _convert_all logs.
   with contextlib.redirect_stdout(io.StringIO()) as printed:  # TFDS prints, not logs.

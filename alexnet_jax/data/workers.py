@@ -10,14 +10,13 @@ host. A worker reuses its shared-memory blocks once this process has read them (
 
 import dataclasses
 from multiprocessing import shared_memory
-import signal
 
 from absl import flags
 import grain
 import numpy as np
 
 from alexnet_jax.data import decode
-from alexnet_jax.runtime import shared_memory_leftovers
+from alexnet_jax.runtime import child_processes, shared_memory_leftovers
 
 
 def records(records) -> dict:
@@ -136,9 +135,10 @@ class BatchTransform:
 
 def _init_worker(worker_index: int, worker_count: int) -> None:
   """In each worker: Ctrl-C at a terminal reaches the workers too; the main process alone
-  acts on it (runtime/preemption.py), and it ends the workers when it stops."""
+  acts on it (runtime/preemption.py) and ends the workers when it stops. They die with it
+  if it is killed."""
   del worker_index, worker_count
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  child_processes.die_with_parent()
 
 
 def to_iterator(ds: grain.MapDataset, config, finish=None):
