@@ -26,14 +26,15 @@ PROGRESS_SECONDS = 30
 
 def _softmax_of(model, params_list: Sequence, patches: jax.Array) -> jax.Array:
   """Softmax outputs averaged over the nets: patches (b, c, c, 3) -> (b, classes)."""
-  probs = [jax.nn.softmax(model.apply({'params': p}, patches, train=False))
-           for p in params_list]
-  return sum(probs) / len(probs)
+  logits = [model.apply({'params': p}, patches, train=False) for p in params_list]
+  with jax.named_scope('softmax'):  # Over fc8's outputs, split over the towers.
+    return sum(jax.nn.softmax(x) for x in logits) / len(logits)
 
 
 def _error_sums(probs: jax.Array, labels: jax.Array, mask: jax.Array, prefix: str):
-  errors = train_step.top_k_errors(probs, labels)
-  return {f'{prefix}_{name}': jnp.sum(value * mask) for name, value in errors.items()}
+  with jax.named_scope('softmax'):  # fc8's outputs are split over the towers.
+    errors = train_step.top_k_errors(probs, labels)
+    return {f'{prefix}_{name}': jnp.sum(value * mask) for name, value in errors.items()}
 
 
 def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Callable:

@@ -33,7 +33,8 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
   if num_devices % tower:
     raise errors.ConfigError(
         f'mesh.tower={tower} does not divide the {num_devices} devices: use mesh.tower=1 '
-        '(both towers on every device) or an even device count.')
+        '(both towers on every device) or an even device count (on a CPU: '
+        '--config.host_devices=2, one forced CPU device per tower).')
   if data == -1:
     data = num_devices // tower
   if data * tower != num_devices:

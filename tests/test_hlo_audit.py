@@ -14,19 +14,27 @@ from alexnet_jax.tools import hlo_audit
 from configs import default
 
 
-def audit(augment_on_device=False, dtype='float32', **mesh_fields):
+def _config(augment_on_device=False, dtype='float32', **mesh_fields):
   config = default.get_config()
   config.train.batch_size = 32
+  config.eval.batch_size = 32
   config.data.augment_on_device = augment_on_device
   config.model.dtype = dtype
   for name, value in mesh_fields.items():
     setattr(config.mesh, name, value)
-  return hlo_audit.audit_train_step(config)[0]
+  return config
+
+
+def audit(**fields):
+  """The training step's collectives; asserts they keep the paper's pattern."""
+  config = _config(**fields)
+  collectives, mesh = hlo_audit.audit_train_step(config)
+  assert hlo_audit.train_step_violations(config, collectives, mesh) == []
+  return collectives
 
 
 def test_two_towers_exchange_only_at_conv3_and_fc_layers():
   collectives = audit(tower=2)
-  assert hlo_audit.violations(collectives) == []
   over_towers = [c for c in collectives if c.axes == ('tower',)]
   # Forward: each tower gathers the other's maps in front of conv3, fc6, fc7 and fc8 ...
   gathers = {c.layers: c for c in over_towers if c.kind == 'all-gather'}
@@ -47,14 +55,12 @@ def test_two_towers_exchange_only_at_conv3_and_fc_layers():
 def test_on_device_augmentation_adds_no_traffic():
   host = audit(tower=2)
   device = audit(augment_on_device=True, tower=2)
-  assert hlo_audit.violations(device) == []
   assert sorted((c.kind, c.axes, c.bytes) for c in device) == sorted(
       (c.kind, c.axes, c.bytes) for c in host)
 
 
 def test_bfloat16_compute_keeps_the_pattern_and_float32_gradients():
   collectives = audit(dtype='bfloat16', tower=2)
-  assert hlo_audit.violations(collectives) == []
   # (XLA's CPU backend computes bf16 in float32, so the maps' dtype is not checked here.)
   # The gradients stay float32: the parameters (and the paper's update) are float32.
   assert all(s.startswith('f32') for c in collectives if 'data' in c.axes for s in c.shapes)
@@ -62,7 +68,6 @@ def test_bfloat16_compute_keeps_the_pattern_and_float32_gradients():
 
 def test_one_tower_per_device_only_reduces_gradients():
   collectives = audit(tower=1)
-  assert hlo_audit.violations(collectives) == []
   assert collectives and all(c.kind == 'all-reduce' and c.axes == ('data',)
                              for c in collectives)
   assert sum(c.bytes for c in collectives) >= 4 * 60_965_224
@@ -125,3 +130,39 @@ def test_command_line_prints_the_table_and_passes(tmp_path):
   assert 'mesh data=2 x tower=2' in proc.stdout
   assert 'OK: the towers exchange data only at conv3' in proc.stdout
   assert "across 'tower': 12 collectives" in proc.stdout
+
+
+@pytest.mark.parametrize('tower', [2, 1])
+def test_the_evaluation_step_keeps_the_pattern_too(tower):
+  collectives, _ = hlo_audit.audit_eval_step(_config(tower=tower))
+  assert hlo_audit.violations(collectives) == []  # Over 'data': only the error sums.
+  assert [c.shapes for c in collectives if 'data' in c.axes] == [('f32[]',) * 5]
+
+
+@pytest.mark.parametrize('line,kind,shapes,size', [
+    # An asynchronous all-reduce returns its results only: every tensor counts.
+    ('%ars = (f32[4]{0}, f32[2,3]{1,0}) all-reduce-start(f32[4]{0} %a, f32[2,3]{1,0} %b)',
+     'all-reduce', ('f32[4]', 'f32[2,3]'), 4 * 4 + 6 * 4),
+    # An all-gather returns (operands, results); a permute also two u32[] contexts.
+    ('%ags = (f32[2,8]{1,0}, f32[4,8]{1,0}) all-gather-start(f32[2,8]{1,0} %a)',
+     'all-gather', ('f32[4,8]',), 32 * 4),
+    ('%cps = (f32[16]{0}, f32[16]{0}, u32[], u32[]) collective-permute-start(f32[16]{0} %a)',
+     'collective-permute', ('f32[16]',), 16 * 4),
+    # TPU layouts hold parentheses.
+    ('%ar = (f32[8,128]{1,0:T(8,128)}, bf16[8,128]{1,0:T(8,128)(2,1)}) all-reduce(%a, %b)',
+     'all-reduce', ('f32[8,128]', 'bf16[8,128]'), 1024 * 4 + 1024 * 2),
+])
+def test_asynchronous_and_tiled_forms_count_their_data_exactly(line, kind, shapes, size):
+  mesh = sharding.make_mesh(default.get_config())
+  (c,) = hlo_audit.parse_collectives(line + ', replica_groups={{0,2,4,6},{1,3,5,7}}', mesh)
+  assert (c.kind, c.shapes, c.bytes) == (kind, shapes, size)
+
+
+def test_activation_shaped_reductions_over_data_are_caught():
+  config = _config(tower=2)
+  collectives, mesh = hlo_audit.audit_train_step(config)
+  line = ('%ar = f32[8,13,13,256]{3,2,1,0} all-reduce(f32[8,13,13,256]{3,2,1,0} %maps), '
+          'replica_groups={{0,2,4,6},{1,3,5,7}}, metadata={op_name="jit(f)/conv3/psum"}')
+  sneaky = hlo_audit.parse_collectives(line, mesh)
+  problems = hlo_audit.train_step_violations(config, collectives + sneaky, mesh)
+  assert len(problems) == 1 and 'reduces activation-shaped data' in problems[0]

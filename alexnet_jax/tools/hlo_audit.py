@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from alexnet_jax import model, schedules, sharding, train_step
+from alexnet_jax import evaluate, model, schedules, sharding, train_step
+from alexnet_jax.data import statistics
 from alexnet_jax.runtime import command_line
 
 KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'all-to-all')
@@ -35,7 +36,9 @@ LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'conv6', 'fc6', 'fc7
                'softmax')
 _BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 2, 'f32': 4,
           's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8}
-_OP = re.compile(r'=\s*(\(.*?\)|\S+)\s+(' + '|'.join(KINDS) + r')(-start)?\(')
+# The result type (a shape or a tuple of them, layouts included, which may hold
+# parentheses on TPU: `{1,0:T(8,128)}`) up to the first collective's name.
+_OP = re.compile(r'=\s*(.*?)\s+(' + '|'.join(KINDS) + r')(-start)?\(')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,18 @@ def _axes_spanned(groups: list[list[int]], mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in mesh.axis_names if a in spanned)
 
 
+def _async_results(kind: str, shapes: tuple[str, ...]) -> tuple[str, ...]:
+  """The data shapes an asynchronous `<kind>-start` produces, from its result tuple.
+
+  all-reduce-start returns its results only; all-gather-start returns (operands,
+  results); collective-permute-start returns (operand, result, u32[] contexts).
+  """
+  if kind == 'all-reduce':
+    return shapes
+  data = tuple(s for s in shapes if s != 'u32[]')  # Synchronisation contexts, not data.
+  return data[len(data) // 2:]
+
+
 def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
   """Every collective in compiled HLO text (asynchronous pairs counted once, at -start)."""
   found = []
@@ -99,8 +114,8 @@ def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
     if not m:
       continue
     shapes = _result_shapes(m.group(1))
-    if m.group(3):  # An async start returns (operands, results): keep the results.
-      shapes = shapes[len(shapes) // 2:]
+    if m.group(3):
+      shapes = _async_results(m.group(2), shapes)
     op_names = ' '.join(re.findall(r'op_name="([^"]*)"', line))
     layers = tuple(n for n in LAYER_NAMES if re.search(rf'(^|[/(:]){n}(/|$|\))', op_names))
     found.append(Collective(
@@ -109,8 +124,18 @@ def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
   return found
 
 
-def violations(collectives: list[Collective]) -> list[str]:
-  """Breaches of the paper's communication pattern, each as a sentence."""
+def _elements(shape: str) -> int:
+  return math.prod(int(d) for d in shape.split('[')[1].rstrip(']').split(',') if d)
+
+
+def violations(collectives: list[Collective], reducible: set[int] = frozenset({1})
+               ) -> list[str]:
+  """Breaches of the paper's communication pattern, each as a sentence.
+
+  `reducible`: the element counts a reduction over 'data' may have: 1 (loss, metrics,
+  error sums) and, for a training step, each parameter's per-device size (its gradient).
+  Anything else reduced over 'data' has the shape of activations.
+  """
   found = []
   for c in collectives:
     where = f"{c.kind} {', '.join(c.shapes)} over {c.axes} from {c.layers or 'unnamed ops'}"
@@ -119,7 +144,16 @@ def violations(collectives: list[Collective]) -> list[str]:
     if 'data' in c.axes and c.kind != 'all-reduce':
       found.append(f'{where}: moves activations between data-parallel replicas '
                    '(only reductions of gradients, loss and metrics belong there).')
+    elif 'data' in c.axes and any(_elements(s) not in reducible for s in c.shapes):
+      found.append(f'{where}: reduces activation-shaped data over the data-parallel '
+                   'replicas (only gradients, loss and metrics belong there).')
   return found
+
+
+def gradient_sizes(abstract_state) -> set[int]:
+  """The per-device element counts of the parameters (their gradients' sizes), and 1."""
+  return {1} | {math.prod(p.sharding.shard_shape(p.shape))
+                for p in jax.tree.leaves(abstract_state.params)}
 
 
 def format_report(collectives: list[Collective]) -> str:
@@ -158,6 +192,32 @@ def audit_train_step(config) -> tuple[list[Collective], Mesh]:
   return parse_collectives(compiled.as_text(), mesh), mesh
 
 
+def train_step_violations(config, collectives: list[Collective], mesh: Mesh) -> list[str]:
+  """`violations` of a training step's collectives, gradients allowed over 'data'."""
+  state = train_step.abstract_train_state(config, model.create_model(config), mesh)
+  return violations(collectives, gradient_sizes(state))
+
+
+def audit_eval_step(config) -> tuple[list[Collective], Mesh]:
+  """Compiles the evaluation step (centre and ten patches) on its mesh and audits it."""
+  mesh = sharding.make_mesh(config)
+  sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  net = model.create_model(config)
+  step = evaluate.make_eval_step(config, net, mesh)
+  params = train_step.abstract_train_state(config, net, mesh).params
+  batch_sh = sharding.batch_sharding(mesh)
+  size, b = config.data.image_size, config.eval.batch_size
+  batch = {'image': jax.ShapeDtypeStruct((b, size, size, 3), jnp.uint8, sharding=batch_sh),
+           'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sh),
+           'mask': jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=batch_sh)}
+  replicated = NamedSharding(mesh, P())
+  stats = statistics.DataStats(*(jax.ShapeDtypeStruct(shape, jnp.float32, sharding=replicated)
+                                 for shape in ((size, size, 3), (3,), (3, 3))))
+  with jax.set_mesh(mesh):
+    compiled = step.lower([params], batch, stats).compile()
+  return parse_collectives(compiled.as_text(), mesh), mesh
+
+
 FLAGS = flags.FLAGS
 
 
@@ -165,12 +225,18 @@ def main(argv):
   del argv
   if FLAGS.cpu_devices:
     sharding.use_host_devices(FLAGS.cpu_devices)
-  collectives, mesh = audit_train_step(FLAGS.config)
-  print(f"Training step of {FLAGS.config.model.layout} net, towers={FLAGS.config.model.towers}, "
+  config = FLAGS.config
+  collectives, mesh = audit_train_step(config)
+  problems = train_step_violations(config, collectives, mesh)
+  print(f'Training step of {config.model.layout} net, towers={config.model.towers}, '
         f"mesh data={mesh.shape['data']} x tower={mesh.shape['tower']}, "
-        f'global batch {FLAGS.config.train.batch_size}:')
+        f'global batch {config.train.batch_size}:')
   print(format_report(collectives))
-  problems = violations(collectives)
+  collectives, _ = audit_eval_step(config)
+  problems += violations(collectives)
+  print(f'\nEvaluation step (ten patches: {config.eval.ten_patch}), batch '
+        f'{config.eval.batch_size}:')
+  print(format_report(collectives))
   print('\n'.join(problems) if problems else
         'OK: the towers exchange data only at conv3 and the fully connected layers.')
   return 1 if problems else 0
