@@ -355,6 +355,7 @@ def test_prepare_stops_at_ctrl_c_and_its_workers_never_outlive_it(tmp_path):
   proc.wait()
   assert _gone(children), [p.pid for p in children if p.is_running()]
   # Ctrl-C: stops at once (not after every queued unit), says so, keeps what is done.
+  config.data.data_dir = str(tmp_path / 'fresh')  # All 12 units to convert again.
   proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
   start = time.time()
   os.killpg(proc.pid, signal.SIGINT)
