@@ -55,8 +55,10 @@ def main(argv):
   config = flags.FLAGS.config
   if config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
-  # A scheduler's SIGTERM stops the conversion like Ctrl-C: at once, resumable.
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  # Ctrl-C, and a scheduler's SIGTERM, stop the conversion at once, resumable; set
+  # explicitly, as a shell starting a command in the background makes it ignore SIGINT.
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, signal.default_int_handler)
   try:
     directory, stats = prepare(config)
   except KeyboardInterrupt:
