@@ -165,4 +165,4 @@ def test_activation_shaped_reductions_over_data_are_caught():
           'replica_groups={{0,2,4,6},{1,3,5,7}}, metadata={op_name="jit(f)/conv3/psum"}')
   sneaky = hlo_audit.parse_collectives(line, mesh)
   problems = hlo_audit.train_step_violations(config, collectives + sneaky, mesh)
-  assert len(problems) == 1 and 'reduces activation-shaped data' in problems[0]
+  assert len(problems) == 1 and 'activation-shaped data is reduced' in problems[0]

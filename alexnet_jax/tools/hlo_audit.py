@@ -128,13 +128,13 @@ def _elements(shape: str) -> int:
   return math.prod(int(d) for d in shape.split('[')[1].rstrip(']').split(',') if d)
 
 
-def violations(collectives: list[Collective], reducible: set[int] = frozenset({1})
-               ) -> list[str]:
+def violations(collectives: list[Collective], gradient_elements: int = 0) -> list[str]:
   """Breaches of the paper's communication pattern, each as a sentence.
 
-  `reducible`: the element counts a reduction over 'data' may have: 1 (loss, metrics,
-  error sums) and, for a training step, each parameter's per-device size (its gradient).
-  Anything else reduced over 'data' has the shape of activations.
+  `gradient_elements`: how many values a device's gradients hold (0 for a step without
+  gradients). Reductions over 'data' must sum exactly those, once (XLA may split or fuse
+  the tensors), plus scalars (loss, metrics, error sums): any more is activation-shaped
+  data reduced between replicas.
   """
   found = []
   for c in collectives:
@@ -144,16 +144,19 @@ def violations(collectives: list[Collective], reducible: set[int] = frozenset({1
     if 'data' in c.axes and c.kind != 'all-reduce':
       found.append(f'{where}: moves activations between data-parallel replicas '
                    '(only reductions of gradients, loss and metrics belong there).')
-    elif 'data' in c.axes and any(_elements(s) not in reducible for s in c.shapes):
-      found.append(f'{where}: reduces activation-shaped data over the data-parallel '
-                   'replicas (only gradients, loss and metrics belong there).')
+  reduced = sum(_elements(s) for c in collectives if 'data' in c.axes
+                and c.kind == 'all-reduce' for s in c.shapes if _elements(s) > 1)
+  if reduced != gradient_elements:
+    found.append(f'{reduced:,} values are summed over the data-parallel replicas but the '
+                 f'gradients hold {gradient_elements:,}: activation-shaped data is reduced '
+                 'there (only gradients, loss and metrics belong there).')
   return found
 
 
-def gradient_sizes(abstract_state) -> set[int]:
-  """The per-device element counts of the parameters (their gradients' sizes), and 1."""
-  return {1} | {math.prod(p.sharding.shard_shape(p.shape))
-                for p in jax.tree.leaves(abstract_state.params)}
+def gradient_elements(abstract_state) -> int:
+  """How many values one device's gradients hold (its share of every parameter)."""
+  return sum(math.prod(p.sharding.shard_shape(p.shape))
+             for p in jax.tree.leaves(abstract_state.params))
 
 
 def format_report(collectives: list[Collective]) -> str:
@@ -195,7 +198,7 @@ def audit_train_step(config) -> tuple[list[Collective], Mesh]:
 def train_step_violations(config, collectives: list[Collective], mesh: Mesh) -> list[str]:
   """`violations` of a training step's collectives, gradients allowed over 'data'."""
   state = train_step.abstract_train_state(config, model.create_model(config), mesh)
-  return violations(collectives, gradient_sizes(state))
+  return violations(collectives, gradient_elements(state))
 
 
 def audit_eval_step(config) -> tuple[list[Collective], Mesh]:
