@@ -13,7 +13,7 @@ import math
 
 import ml_collections
 
-from alexnet_jax import model, schedules
+from alexnet_jax import lrn, model, schedules
 from alexnet_jax.data import sources
 from alexnet_jax.runtime import errors
 
@@ -23,7 +23,7 @@ _CHOICES = {
     'model.remove_conv': model.REMOVABLE,
     'model.activation': ('relu', 'tanh'),
     'model.dtype': ('float32', 'bfloat16'),
-    'model.lrn_alpha_convention': ('printed', 'divided'),
+    'model.lrn_alpha_convention': lrn.ALPHA_CONVENTIONS,
     'data.source': ('imagenet2012', 'folder', 'tfds', 'synthetic'),
     'data.mean': ('dataset', 'imagenet', 'none'),
     'data.pca_stats': ('imagenet', 'dataset'),

@@ -6,6 +6,8 @@ batch. Every parameter is split along its last axis (its kernels or neurons) ove
 and replicated over `data`; optimizer state follows the parameters.
 """
 
+import functools
+
 import jax
 import ml_collections
 import numpy as np
@@ -67,6 +69,7 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = 'train.batch_size') -> 
                              f'use a multiple of {data}.')
 
 
+@functools.cache  # Asked at every step (global_batch); the answer never changes.
 def data_shard(mesh: Mesh, process: int | None = None) -> tuple[int, int]:
   """(index, count): the share of every global batch that `process` (default: this one) reads.
 

@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import glob
 import hashlib
 import io
 import json
@@ -202,14 +203,10 @@ def source_fingerprint(config) -> dict | None:
   if d.source != 'folder' or not os.path.isdir(root):
     return None
   found = {}
-  for split in _visible_entries(root):
-    for class_name in (_visible_entries(os.path.join(root, split))
-                       if os.path.isdir(os.path.join(root, split)) else []):
-      folder = os.path.join(root, split, class_name)
-      if os.path.isdir(folder):
-        sizes = [e.stat().st_size for e in os.scandir(folder)
-                 if e.is_file() and not e.name.startswith('.')]
-        found[f'{split}/{class_name}'] = [len(sizes), sum(sizes)]
+  for folder in glob.glob(os.path.join(glob.escape(root), '*', '*', '')):  # split/class/
+    sizes = [e.stat().st_size for e in os.scandir(folder)
+             if e.is_file() and not e.name.startswith('.')]
+    found[os.path.relpath(folder, root)] = [len(sizes), sum(sizes)]
   return found
 
 
@@ -218,8 +215,7 @@ def check_source_unchanged(config) -> None:
   if not is_prepared(config):
     return
   now = source_fingerprint(config)
-  then = tfds.builder_from_directory(dataset_dir(config)).info.metadata.get(
-      'source_fingerprint')
+  then = dataset_info(config).metadata.get('source_fingerprint')
   if now is None or then is None or now == then:
     return
   changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))

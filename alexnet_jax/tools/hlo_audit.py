@@ -55,9 +55,12 @@ def _result_shapes(text: str) -> tuple[str, ...]:
   return tuple(re.findall(r'[a-z]+\d*\[[\d,]*\]', text))
 
 
+def _elements(shape: str) -> int:
+  return math.prod(int(d) for d in shape.split('[')[1].rstrip(']').split(',') if d)
+
+
 def _shape_bytes(shape: str) -> int:
-  dtype, dims = shape.split('[')
-  return _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.rstrip(']').split(',') if d)
+  return _BYTES.get(shape.split('[')[0], 4) * _elements(shape)
 
 
 def _device_groups(line: str, num_devices: int) -> list[list[int]]:
@@ -122,10 +125,6 @@ def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
         kind=m.group(2), shapes=shapes, bytes=sum(_shape_bytes(s) for s in shapes),
         axes=_axes_spanned(_device_groups(line, mesh.devices.size), mesh), layers=layers))
   return found
-
-
-def _elements(shape: str) -> int:
-  return math.prod(int(d) for d in shape.split('[')[1].rstrip(']').split(',') if d)
 
 
 def violations(collectives: list[Collective], gradient_elements: int = 0) -> list[str]:
