@@ -13,8 +13,8 @@ import math
 
 import ml_collections
 
-from alexnet_jax import lrn, model, schedules
-from alexnet_jax.data import sources
+from alexnet_jax import lrn, model, optimizer, schedules
+from alexnet_jax.data import sources, statistics
 from alexnet_jax.runtime import errors
 
 _CHOICES = {
@@ -25,7 +25,7 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.lrn_alpha_convention': lrn.ALPHA_CONVENTIONS,
     'data.source': ('imagenet2012', 'folder', 'tfds', 'synthetic'),
-    'data.mean': ('dataset', 'imagenet', 'none'),
+    'data.mean': statistics.MEANS,
     'data.pca_stats': ('imagenet', 'dataset'),
     'optimizer.schedule': schedules.SCHEDULES,
 }
@@ -71,9 +71,19 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     except ValueError as e:
       problems.append(str(e))
   try:
-    model.layer_plan(config.model)
+    convs, dense = model.layer_plan(config.model)
   except ValueError as e:
     return problems + [str(e)]  # The geometry below needs a valid layer plan.
+  try:
+    multipliers = optimizer.parse_lr_multipliers(config.optimizer.lr_multipliers)
+  except ValueError as e:
+    problems.append(str(e))
+  else:
+    layers = [layer.name for layer in convs + dense]
+    unknown = sorted(set(multipliers) - set(layers))
+    if unknown:
+      problems.append(f'optimizer.lr_multipliers={config.optimizer.lr_multipliers!r} names '
+                      f'{", ".join(unknown)}, not a layer of this net ({", ".join(layers)}).')
   if any(p.startswith(('model.', 'data.image_size', 'data.crop_size')) for p in problems):
     return problems
   d = config.data

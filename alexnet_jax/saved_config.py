@@ -23,12 +23,13 @@ from alexnet_jax.runtime import errors
 
 FILE = 'config.json'
 # Fields (or whole sections, ending in '.') a rerun may change: how long, how often, on
-# which devices and from where the data is read; never what is computed. A longer
+# which devices and from where the data (and the pretrained weights a fresh run starts
+# from) is read; never what is computed. A longer
 # train.num_epochs / num_steps extends the run (the 'cosine' schedule then stretches).
 RESUMABLE = ('host_devices', 'mesh.', 'train.num_steps', 'train.num_epochs',
              'train.log_every_steps', 'checkpoint.', 'eval.', 'data.worker_count',
              'data.worker_buffer_size', 'data.prepare_processes', 'data.data_dir',
-             'data.manual_dir')
+             'data.manual_dir', 'model.pretrained')
 
 
 class ConfigChangedError(errors.UserError, ValueError):

@@ -26,8 +26,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import (checkpointing, evaluate, model, preflight, saved_config, schedules,
-                         sharding, train_step)
+from alexnet_jax import (checkpointing, evaluate, model, preflight, pretrained, saved_config,
+                         schedules, sharding, train_step)
 from alexnet_jax.data import pipeline, prepare, sources, statistics
 from alexnet_jax.runtime import chrono, errors, metric_writer, preemption
 
@@ -114,9 +114,33 @@ def _all_finite(params) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return False
+  ckpt = checkpointing.Checkpointer(directory, read_only=True)
+  try:
+    return ckpt.latest_step() is not None
+  finally:
+    ckpt.close()
+
+
+def _pretrained_start(config: ml_collections.ConfigDict, workdir: str, net,
+                      mesh: Mesh) -> pretrained.Pretrained | None:
+  """The weights a fresh run starts from (model.pretrained), read and checked before the
+  data is prepared; None without them, or when workdir has a checkpoint to resume."""
+  if not config.model.pretrained or _has_checkpoint(workdir):
+    return None
+  start = pretrained.load(config, train_step.abstract_train_state(config, net, mesh).params)
+  _say(start.summary())
+  return start
+
+
 def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
-                       net, mesh: Mesh):
+                       net, mesh: Mesh, start: pretrained.Pretrained | None):
   """(state, meta or None, train iterator): the latest checkpoint's, or fresh ones.
+
+  A fresh state starts from the pretrained weights `start`, where it has them.
 
   The state (parameters, momentum, step, learning-rate factor) is restored onto this run's
   mesh, whatever mesh saved it. The data stream goes on where it was: it starts at global
@@ -126,6 +150,8 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   step = ckpt.latest_step()
   if step is None:
     state, meta = train_step.create_train_state(config, net, mesh), None
+    if start is not None:
+      state = state.replace(params=pretrained.into(state.params, start))
   else:
     state, meta = ckpt.restore(step, train_step.abstract_train_state(config, net, mesh))
   index, count = sharding.data_shard(mesh)
@@ -164,13 +190,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.train.batch_size, mesh)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  net = model.create_model(config)
+  start = _pretrained_start(config, workdir, net, mesh)
   _ready_data(config)  # Prepares the data if it can, else fails saying how.
   preflight.check_data(config)
   for note in preflight.data_notes(config):
     _say(note)
   steps_per_epoch, total_steps, eval_every = _steps(config)
   stats = _device_stats(config, mesh)
-  net = model.create_model(config)
   _prepare_workdir(workdir)
   ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
   if jax.process_index() == 0:
@@ -180,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
   plateau = schedules.Plateau.from_config(config)
   history, train_history = [], []  # Evaluations; the loss at each logged step.
-  state, meta, train_iter = _restore_or_create(config, ckpt, net, mesh)
+  state, meta, train_iter = _restore_or_create(config, ckpt, net, mesh, start)
   if meta is not None:
     plateau.from_state_dict(meta['plateau'])
     history = meta['history']
@@ -304,20 +331,30 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   With eval.ensemble_workdirs, the softmax outputs of the nets in those workdirs (each its
   best checkpoint by validation error, else its latest) are averaged (§6's "5 CNNs").
   Evaluating a run's own workdir needs its config (saved_config.py); eval.*, the
-  evaluation split and the devices may differ.
+  evaluation split and the devices may differ. A workdir without checkpoints evaluates
+  the complete pretrained net of model.pretrained.
   """
   check_before_writing(config, workdir)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   ensemble = [w.strip() for w in config.eval.ensemble_workdirs.split(',') if w.strip()]
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
+  net = model.create_model(config)
+  start = None if ensemble else _pretrained_start(config, workdir, net, mesh)
+  if start is not None and start.fresh:
+    raise pretrained.PretrainedError(
+        f'eval.only: {start.path} lacks {", ".join(start.fresh)}; evaluating it would score '
+        'freshly initialised layers. Fine-tune it first (without eval.only).')
   _ready_data(config)
   preflight.check_data(config)
   stats = _device_stats(config, mesh)
-  net = model.create_model(config)
   abstract = train_step.abstract_train_state(config, net, mesh)
   params_list, sources = [], []
-  for directory in ensemble or [workdir]:
+  if start is not None:
+    params_list.append(pretrained.into(train_step.create_train_state(config, net, mesh).params,
+                                       start))
+    sources.append(start.path)
+  for directory in [] if start is not None else ensemble or [workdir]:
     ckpt = checkpointing.Checkpointer(
         os.path.join(os.path.expanduser(directory), 'checkpoints'), read_only=True)
     if ensemble:

@@ -29,7 +29,8 @@ class TrainState:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
-  return optimizer.paper_sgd(config.optimizer.momentum, config.optimizer.weight_decay)
+  return optimizer.paper_sgd(config.optimizer.momentum, config.optimizer.weight_decay,
+                             optimizer.parse_lr_multipliers(config.optimizer.lr_multipliers))
 
 
 def input_shape(config: ml_collections.ConfigDict, batch: int) -> tuple[int, ...]:
@@ -77,7 +78,8 @@ def abstract_stats(config: ml_collections.ConfigDict):
   return statistics.DataStats(
       mean_image=jax.ShapeDtypeStruct((size, size, 3), jnp.float32),
       pca_eigval=jax.ShapeDtypeStruct((3,), jnp.float32),
-      pca_eigvec=jax.ShapeDtypeStruct((3, 3), jnp.float32))
+      pca_eigvec=jax.ShapeDtypeStruct((3, 3), jnp.float32),
+      pixel_scale=jax.ShapeDtypeStruct((3,), jnp.float32))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -111,6 +113,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
   split over 'data'. stats: statistics.DataStats, used only for on-device augmentation.
   """
   tx = make_optimizer(config)
+  frozen = optimizer.frozen_layers(optimizer.parse_lr_multipliers(config.optimizer.lr_multipliers))
   data = config.data
   base_key = jax.random.key(config.seed)
 
@@ -123,6 +126,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
                                       flip=data.flip, pca_noise_std=data.pca_noise_std)
 
     def loss_fn(params):
+      # Frozen layers: no gradient, so XLA drops their backward pass too.
+      params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
       logits = model.apply({'params': params}, images, train=True,
                            rngs={'dropout': dropout_key})
       return cross_entropy(logits, batch['label']), logits

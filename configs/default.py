@@ -38,6 +38,9 @@ def get_config():
   model.init = 'paper'  # 'paper': N(0, 0.01^2), biases 1 in conv2/4/5 and fc6/7 (§5).
   #   'caffe': std 0.01 (0.005 in fc6/fc7), biases 0.1. 'cuda-convnet': std 0.03 in conv3-5.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  model.pretrained = ''  # A fresh run starts from these weights: torchvision AlexNet's
+  #   state dict (.pth from torch.save, .npz or .safetensors; layout 'torchvision' only).
+  #   Layers missing from the file (or fc8 for another class count) start fresh.
 
   # --- Devices ------------------------------------------------------------------------------
   config.mesh = mesh = ml_collections.ConfigDict()
@@ -66,7 +69,9 @@ def get_config():
   data.pca_stats = 'imagenet'  # 'imagenet': the published ImageNet eigenpairs; 'dataset':
   #   computed over the training set by `python -m alexnet_jax.data.prepare` and cached.
   data.mean = 'dataset'  # 'dataset': per-pixel mean image of the training set (§2),
-  #   cached beside the data; 'imagenet': the per-channel constants; 'none'.
+  #   cached beside the data; 'imagenet': the per-channel constants; 'torchvision': what
+  #   torchvision's pretrained nets expect, RGB/255 minus (0.485, 0.456, 0.406) divided by
+  #   (0.229, 0.224, 0.225); 'none'.
   data.augment_on_device = False  # True: the host ships uint8 256x256 images and the
   #   jitted step crops, flips, adds colour noise and subtracts the mean.
   data.worker_count = 4  # Grain worker processes decoding and augmenting (0: in-process).
@@ -97,6 +102,8 @@ def get_config():
   opt.plateau_max_drops = 3
   opt.step_epochs = '30,60,80'  # Epochs at which 'steps' divides the rate by 10.
   opt.warmup_epochs = 0.0  # Linear warm-up (not in the paper), for large batches.
+  opt.lr_multipliers = ''  # Fine-tuning: per-layer factors on the learning rate, e.g.
+  #   'conv1=0,conv2=0,fc8=10'; 0 freezes a layer (not in the paper).
 
   # --- Evaluation (§4.1 test-time patches) -------------------------------------------------
   config.eval = ev = ml_collections.ConfigDict()

@@ -8,9 +8,10 @@ patch gets the mean's same window (reflected with it). Testing (§4.1): the cent
 or the four corner and the centre patches and their reflections (ten patches).
 
 All outputs are float32 on the 0..255 pixel scale minus the mean (as Caffe and
-cuda-convnet feed the net). `stats` is a `statistics.DataStats`: `mean_image` float32
+cuda-convnet feed the net), divided by `pixel_scale` (ones, except for torchvision's
+normalisation). `stats` is a `statistics.DataStats`: `mean_image` float32
 `(size, size, 3)`, `pca_eigval` `(3,)` and `pca_eigvec` `(3, 3)` (columns are
-eigenvectors), both already on the 0..255 scale.
+eigenvectors), both already on the 0..255 scale, and `pixel_scale` `(3,)`.
 
 The host and the device versions draw from the same distribution: offsets uniform over
 the `(size - crop + 1)^2` windows, reflection with probability 1/2, alphas Gaussian.
@@ -57,6 +58,8 @@ class HostAugment:
     self._flipped_mean = np.ascontiguousarray(self._mean[:, ::-1])
     self._eigval = np.asarray(stats.pca_eigval, np.float32)
     self._eigvec = np.asarray(stats.pca_eigvec, np.float32)
+    scale = np.asarray(stats.pixel_scale, np.float32)
+    self._inverse_scale = None if np.all(scale == 1) else 1 / scale
     self._size = self._mean.shape[0]
     if not 0 < crop_size <= self._size:
       raise ValueError(f'crop_size={crop_size} must be in 1..image_size={self._size}')
@@ -98,7 +101,8 @@ class HostAugment:
 
   def normalize(self, patch: np.ndarray, params: CropParams,
                 out: np.ndarray | None = None) -> np.ndarray:
-    """float32 `patch` minus the mean's window (reflected with it) plus the colour noise.
+    """float32 `patch` minus the mean's window (reflected with it) plus the colour noise,
+    over the pixel scale.
 
     Args:
       patch: uint8 `(crop, crop, 3)` from `crop` with the same `params`.
@@ -116,6 +120,8 @@ class HostAugment:
     np.subtract(np.ascontiguousarray(patch).reshape(c, c * 3), mean.reshape(c, c * 3),
                 out=flat)
     flat += np.tile(params.rgb_noise, c)
+    if self._inverse_scale is not None:
+      flat *= np.tile(self._inverse_scale, c)
     return out
 
   def apply(self, image: np.ndarray, params: CropParams) -> np.ndarray:
@@ -160,23 +166,23 @@ def device_augment(rng, images_uint8, stats, *, crop_size: int, flip: bool,
     return jnp.where(reflect, patch[:, ::-1], patch)
 
   patches = jax.vmap(one)(images_uint8, ys, xs, flips)
-  return patches + rgb_noise[:, None, None, :]
+  return (patches + rgb_noise[:, None, None, :]) / jnp.asarray(stats.pixel_scale, jnp.float32)
 
 
-def _patch(images_uint8, mean, y: int, x: int, crop_size: int):
-  """The mean-subtracted window at (y, x) of every image: float32 `(b, c, c, 3)`."""
+def _patch(images_uint8, stats, y: int, x: int, crop_size: int):
+  """The normalised window at (y, x) of every image: float32 `(b, c, c, 3)`."""
   window = images_uint8[:, y:y + crop_size, x:x + crop_size].astype(jnp.float32)
-  return window - mean[y:y + crop_size, x:x + crop_size]
+  mean = jnp.asarray(stats.mean_image, jnp.float32)[y:y + crop_size, x:x + crop_size]
+  return (window - mean) / jnp.asarray(stats.pixel_scale, jnp.float32)
 
 
 def center_patch(images_uint8, stats, crop_size: int):
-  """§4.1 single-patch testing: the centre `crop x crop` patch, mean-subtracted.
+  """§4.1 single-patch testing: the centre `crop x crop` patch, normalised.
 
   Returns float32 `(b, crop, crop, 3)`. The centre window starts at `(size - crop) // 2`.
   """
   offset = (images_uint8.shape[1] - crop_size) // 2
-  mean = jnp.asarray(stats.mean_image, jnp.float32)
-  return _patch(images_uint8, mean, offset, offset, crop_size)
+  return _patch(images_uint8, stats, offset, offset, crop_size)
 
 
 def ten_patches(images_uint8, stats, crop_size: int):
@@ -188,7 +194,6 @@ def ten_patches(images_uint8, stats, crop_size: int):
   """
   s = images_uint8.shape[1]
   far, mid = s - crop_size, (s - crop_size) // 2
-  mean = jnp.asarray(stats.mean_image, jnp.float32)
   offsets = ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))
-  patches = jnp.stack([_patch(images_uint8, mean, y, x, crop_size) for y, x in offsets])
+  patches = jnp.stack([_patch(images_uint8, stats, y, x, crop_size) for y, x in offsets])
   return jnp.concatenate([patches, patches[:, :, :, ::-1]])

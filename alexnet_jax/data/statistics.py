@@ -5,12 +5,16 @@ workers) and `write_stats` turns its sums into `alexnet_stats_<split>_<size>px.n
 the prepared dataset's directory; `load_stats` turns the config's choices (`data.mean`,
 `data.pca_stats`) into a `DataStats`.
 
-Pixel scale. The net eats pixels on the 0..255 scale. The published ImageNet PCA
+Pixel scale. The paper's net eats pixels on the 0..255 scale minus the mean (§2). The published ImageNet PCA
 eigenpairs are defined for pixels in [0, 1]; the colour noise `eigvec @ (alpha * eigval)`
 is computed on that scale and multiplied by 255 (REFERENCE §5), so `DataStats.pca_eigval`
 holds 255 * the [0, 1]-scale eigenvalues and noise = `eigvec @ (alpha * pca_eigval)`
 directly on the 0..255 scale. PCA computed over a dataset follows the same convention:
 the covariance of its [0, 1] pixels, eigenvalues times 255.
+
+torchvision's pretrained nets eat RGB/255 minus (0.485, 0.456, 0.406), divided by
+(0.229, 0.224, 0.225) (`data.mean='torchvision'`): on the 0..255 scale, the mean 255 x
+those means, then a division by `DataStats.pixel_scale` = 255 x those deviations.
 """
 
 import os
@@ -26,6 +30,9 @@ from alexnet_jax.data import workers
 
 # Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; REFERENCE §5).
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
+# Per-channel ImageNet standard deviations, RGB on 0..255, as torchvision's nets expect.
+IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225]) * 255
+MEANS = ('dataset', 'imagenet', 'torchvision', 'none')
 # ImageNet RGB PCA for pixels in [0, 1] (REFERENCE §5): eigenvalues, eigenvectors as columns.
 IMAGENET_PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
 IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
@@ -39,6 +46,8 @@ class DataStats(NamedTuple):
   mean_image: np.ndarray  # float32 (image_size, image_size, 3), 0..255 scale.
   pca_eigval: np.ndarray  # float32 (3,), 255 x the eigenvalues of [0, 1] pixels.
   pca_eigvec: np.ndarray  # float32 (3, 3), columns are the eigenvectors.
+  # float32 (3,): the net's input is (pixels - mean + colour noise) / pixel_scale.
+  pixel_scale: np.ndarray = np.ones(3, np.float32)
 
 
 def stats_path(config) -> str:
@@ -94,12 +103,13 @@ def load_stats(config) -> DataStats:
     cached = _cached(config)
   if d.mean == 'dataset':
     mean_image = cached['mean_image']
-  elif d.mean == 'imagenet':
+  elif d.mean in ('imagenet', 'torchvision'):
     mean_image = np.broadcast_to(IMAGENET_MEAN_RGB, (size, size, 3))
   elif d.mean == 'none':
     mean_image = np.zeros((size, size, 3))
   else:
-    raise ValueError(f"data.mean={d.mean!r}: expected 'dataset', 'imagenet' or 'none'.")
+    raise ValueError(f'data.mean={d.mean!r}: expected one of {MEANS}.')
+  scale = IMAGENET_STD_RGB if d.mean == 'torchvision' else np.ones(3)
   if d.pca_stats == 'imagenet':
     eigval, eigvec = IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC
   elif d.pca_stats == 'dataset':
@@ -108,7 +118,8 @@ def load_stats(config) -> DataStats:
     raise ValueError(f"data.pca_stats={d.pca_stats!r}: expected 'imagenet' or 'dataset'.")
   return DataStats(np.array(mean_image, np.float32),
                    np.asarray(eigval * 255, np.float32),
-                   np.asarray(eigvec, np.float32))
+                   np.asarray(eigvec, np.float32),
+                   np.asarray(scale, np.float32))
 
 
 class _StatsSums(grain.transforms.Map):

@@ -214,7 +214,7 @@ def audit_eval_step(config) -> tuple[list[Collective], Mesh]:
            'mask': jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=batch_sh)}
   replicated = NamedSharding(mesh, P())
   stats = statistics.DataStats(*(jax.ShapeDtypeStruct(shape, jnp.float32, sharding=replicated)
-                                 for shape in ((size, size, 3), (3,), (3, 3))))
+                                 for shape in ((size, size, 3), (3,), (3, 3), (3,))))
   with jax.set_mesh(mesh):
     compiled = step.lower([params], batch, stats).compile()
   return parse_collectives(compiled.as_text(), mesh), mesh
