@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +115,10 @@ def _all_finite(params) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
 
 
-def _has_checkpoint(workdir: str) -> bool:
+def has_checkpoint(workdir: str | None) -> bool:
+  """Whether `workdir` (None: no workdir) holds a finished checkpoint."""
+  if workdir is None:
+    return False
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     return False
@@ -125,11 +129,11 @@ def _has_checkpoint(workdir: str) -> bool:
     ckpt.close()
 
 
-def _pretrained_start(config: ml_collections.ConfigDict, workdir: str, net,
+def _pretrained_start(config: ml_collections.ConfigDict, workdir: str | None, net,
                       mesh: Mesh) -> pretrained.Pretrained | None:
   """The weights a fresh run starts from (model.pretrained), read and checked before the
   data is prepared; None without them, or when workdir has a checkpoint to resume."""
-  if not config.model.pretrained or _has_checkpoint(workdir):
+  if not config.model.pretrained or has_checkpoint(workdir):
     return None
   start = pretrained.load(config, train_step.abstract_train_state(config, net, mesh).params)
   _say(start.summary())
@@ -325,6 +329,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
+def saved_params(config: ml_collections.ConfigDict, workdir: str | None, net, mesh: Mesh,
+                 ensemble: list[str]) -> Callable[[], tuple[list, list[str]]]:
+  """The trained nets to evaluate: checked now, restored when the returned function is
+  called; it returns (params of each net, where each came from).
+
+  Each ensemble workdir gives its best checkpoint by validation error (else its latest);
+  without an ensemble, `workdir` gives eval.checkpoint_step (-1: the latest), or, when it
+  has no checkpoint, the complete pretrained net of model.pretrained.
+  """
+  start = None if ensemble else _pretrained_start(config, workdir, net, mesh)
+  if start is not None and start.fresh:
+    raise pretrained.PretrainedError(
+        f'{start.path} lacks {", ".join(start.fresh)}, and {workdir} has no checkpoint: '
+        'evaluating it would score freshly initialised layers. Fine-tune it first.')
+
+  def restore() -> tuple[list, list[str]]:
+    if start is not None:
+      fresh = train_step.create_train_state(config, net, mesh).params
+      return [pretrained.into(fresh, start)], [start.path]
+    abstract = train_step.abstract_train_state(config, net, mesh)
+    params_list, sources = [], []
+    for directory in ensemble or [workdir]:
+      ckpt = checkpointing.Checkpointer(
+          os.path.join(os.path.expanduser(directory), 'checkpoints'), read_only=True)
+      if ensemble:
+        step = ckpt.best_step()
+      else:
+        step = None if config.eval.checkpoint_step < 0 else config.eval.checkpoint_step
+      state, _ = ckpt.restore(step, abstract)
+      params_list.append(state.params)
+      sources.append(f'{directory} step {int(state.step)}')
+      ckpt.close()
+    return params_list, sources
+
+  return restore
+
+
 def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """eval.only: errors of the checkpoint in workdir (eval.checkpoint_step, or the latest).
 
@@ -340,31 +381,11 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
   net = model.create_model(config)
-  start = None if ensemble else _pretrained_start(config, workdir, net, mesh)
-  if start is not None and start.fresh:
-    raise pretrained.PretrainedError(
-        f'eval.only: {start.path} lacks {", ".join(start.fresh)}; evaluating it would score '
-        'freshly initialised layers. Fine-tune it first (without eval.only).')
+  saved = saved_params(config, workdir, net, mesh, ensemble)
   _ready_data(config)
   preflight.check_data(config)
   stats = _device_stats(config, mesh)
-  abstract = train_step.abstract_train_state(config, net, mesh)
-  params_list, sources = [], []
-  if start is not None:
-    params_list.append(pretrained.into(train_step.create_train_state(config, net, mesh).params,
-                                       start))
-    sources.append(start.path)
-  for directory in [] if start is not None else ensemble or [workdir]:
-    ckpt = checkpointing.Checkpointer(
-        os.path.join(os.path.expanduser(directory), 'checkpoints'), read_only=True)
-    if ensemble:
-      step = ckpt.best_step()
-    else:
-      step = None if config.eval.checkpoint_step < 0 else config.eval.checkpoint_step
-    state, _ = ckpt.restore(step, abstract)
-    params_list.append(state.params)
-    sources.append(f'{directory} step {int(state.step)}')
-    ckpt.close()
+  params_list, sources = saved()
   _say('Evaluating ' + ', '.join(sources))
   results = evaluate.evaluate(evaluate.make_eval_step(config, net, mesh), params_list,
                               _eval_batches(config, mesh), mesh, stats)

@@ -172,7 +172,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         'PyTorch.')
   if not isinstance(state, dict) or not all(
       isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state.items()):
+    held = (f'a dict with {", ".join(map(str, list(state)[:6]))}' if isinstance(state, dict)
+            else f'a {type(state).__name__}')
     raise WeightFileError(
-        f'{path} does not hold a state dict (names -> tensors) but a {type(state).__name__}. '
-        'Save model.state_dict(), not the model or a training checkpoint.')
+        f'{path} does not hold a state dict (names -> tensors) but {held}. Save '
+        'model.state_dict(), not the model or a training checkpoint.')
   return dict(state)

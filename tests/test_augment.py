@@ -8,6 +8,7 @@ import numpy as np
 
 from alexnet_jax.data import augment
 from alexnet_jax.data import statistics
+from configs import default
 
 N = 20_000  # Draws per distribution test: enough to hit all 33 x 33 offsets.
 EIGVAL = statistics.IMAGENET_PCA_EIGVAL * 255
@@ -186,3 +187,19 @@ def test_ten_patches_and_center_patch_windows_at_paper_geometry():
   zero = _stats(np.zeros((72, 72, 3)))
   np.testing.assert_array_equal(np.asarray(augment.center_patch(small, zero, 64)),
                                 small[:, 4:68, 4:68].astype(np.float32))
+
+
+def test_torchvision_normalisation_on_host_and_device():
+  # torchvision's nets: RGB/255 minus (0.485, 0.456, 0.406), over (0.229, 0.224, 0.225).
+  config = default.get_config()
+  config.data.mean, config.data.image_size = 'torchvision', 40
+  stats = statistics.load_stats(config)
+  image = np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+  expected = (image / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+  aug = augment.HostAugment(stats, crop_size=32, flip=False, pca_noise_std=0.0)
+  params = aug.sample(np.random.default_rng(0))
+  np.testing.assert_allclose(
+      aug.apply(image, params),
+      expected[params.y:params.y + 32, params.x:params.x + 32], rtol=1e-5, atol=1e-5)
+  centre = augment.center_patch(jnp.asarray(image[None]), stats, 32)[0]
+  np.testing.assert_allclose(centre, expected[4:36, 4:36], rtol=1e-5, atol=1e-5)

@@ -98,3 +98,28 @@ def test_state_follows_param_shardings():
     assert state.velocity[name].sharding.is_equivalent_to(p.sharding, p.ndim)
     assert updates[name].sharding.is_equivalent_to(p.sharding, p.ndim)
     assert state.velocity[name].dtype == jnp.float32
+
+
+def test_layer_multipliers_scale_eps_and_zero_freezes_the_layer():
+  rng = np.random.default_rng(3)
+  params = _params(rng)
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  plain = optimizer.paper_sgd(MOMENTUM, WEIGHT_DECAY)
+  scaled = optimizer.paper_sgd(MOMENTUM, WEIGHT_DECAY, {'conv1': 3.0, 'towers': 0.0})
+  base, _ = plain.update(grads, plain.init(params), params, learning_rate=0.01)
+  tripled, _ = plain.update(grads, plain.init(params), params, learning_rate=0.03)
+  updates, state = scaled.update(grads, scaled.init(params), params, learning_rate=0.01)
+  for name in ('kernel', 'bias'):  # conv1: the rule with eps x 3, weight decay included.
+    np.testing.assert_allclose(updates['conv1'][name], tripled['conv1'][name], rtol=1e-6)
+    assert not np.allclose(updates['conv1'][name], base['conv1'][name])
+    np.testing.assert_array_equal(updates['towers'][name], 0.0)  # Frozen: no update...
+    np.testing.assert_array_equal(state.velocity['towers'][name], 0.0)  # ...nor velocity.
+
+
+def test_multiplier_text_is_parsed_or_refused():
+  assert optimizer.parse_lr_multipliers('') == {}
+  assert optimizer.parse_lr_multipliers(' conv1=0, fc8=10 ') == {'conv1': 0.0, 'fc8': 10.0}
+  assert optimizer.frozen_layers({'conv1': 0.0, 'fc8': 10.0}) == {'conv1'}
+  for bad in ('conv1', 'conv1=x', 'conv1=-1', 'conv1=0,conv1=1', '=2'):
+    with pytest.raises(ValueError, match='is not layer=factor'):
+      optimizer.parse_lr_multipliers(bad)

@@ -26,6 +26,17 @@ def test_every_config_problem_is_listed_at_once():
   preflight.check_config(default.get_config())  # The defaults are fine.
 
 
+def test_learning_rate_multipliers_must_name_layers_of_the_net():
+  config = default.get_config()
+  config.optimizer.lr_multipliers = 'conv1=0,fc9=2'
+  with pytest.raises(preflight.ConfigError, match='names fc9, not a layer of this net '
+                     r'\(conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8\)'):
+    preflight.check_config(config)
+  config.optimizer.lr_multipliers = 'conv1'
+  with pytest.raises(preflight.ConfigError, match='is not layer=factor'):
+    preflight.check_config(config)
+
+
 @pytest.mark.parametrize('layout,towers,smallest', [('paper', 2, 64), ('torchvision', 1, 63)])
 def test_crops_the_net_shrinks_to_nothing_are_refused(layout, towers, smallest):
   config = default.get_config()

@@ -1,0 +1,36 @@
+"""Fine-tuning torchvision's pretrained AlexNet on Dogs vs Cats (not in the paper).
+
+  python -m alexnet_jax.main --config=configs/dogs_vs_cats.py --workdir=runs/dogs_vs_cats \
+      --config.data.folder=/path/to/cats_vs_dogs \
+      --config.model.pretrained=/path/to/alexnet-torchvision-features.pth
+
+The folder holds train/{cats,dogs}/*.jpg and validation/{cats,dogs}/*.jpg (the filtered
+Kaggle subset: 2,000 training and 1,000 validation photos). The weights file may be
+torchvision's whole `alexnet-owt-7be5be79.pth` or only its convolutional layers; fc8 (two
+classes here) and whatever the file lacks start fresh. The recipe: torchvision's net and
+preprocessing, the pretrained conv1-conv5 frozen (`optimizer.lr_multipliers`; the paper's
+update rule for the rest), fc6-fc8 trained with the paper's augmentation and dropout.
+"""
+
+from configs import torchvision_alexnet
+
+
+def get_config():
+  config = torchvision_alexnet.get_config()
+  config.model.num_classes = 2
+  config.model.init = 'caffe'  # For the fresh fully connected layers.
+  config.data.source = 'folder'
+  config.data.data_dir = '~/.cache/alexnet_jax/dogs_vs_cats'
+  config.data.train_split = 'train'
+  config.data.eval_split = 'validation'
+  config.data.worker_count = 2
+  config.optimizer.lr_multipliers = 'conv1=0,conv2=0,conv3=0,conv4=0,conv5=0'
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.schedule = 'steps'
+  config.optimizer.step_epochs = '6'
+  config.train.batch_size = 32
+  config.train.num_epochs = 8
+  config.train.log_every_steps = 20
+  config.eval.batch_size = 50
+  config.checkpoint.every_steps = 200
+  return config
