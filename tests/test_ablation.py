@@ -1,15 +1,19 @@
-"""The ablation study's report: changes, noise band and verdicts on hand-made runs; its chart."""
+"""The ablation study: the report's changes, noise band and verdicts on hand-made runs, its
+chart, the runner's commands, skipping and checks, and one tiny real study end to end."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
 from alexnet_jax import saved_config
-from alexnet_jax.experiments import ablation_report, bar_chart
+from alexnet_jax.experiments import ablation_report, ablation_runner, bar_chart
 from configs import ilsvrc2012
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE = {'data.image_size': 72, 'data.crop_size': 64, 'train.num_epochs': 2.0,
          'train.batch_size': 16, 'model.num_classes': 10, 'data.source': 'synthetic'}
 
@@ -179,3 +183,135 @@ def test_report_errors_name_the_run_and_what_to_do(tmp_path):
 
 def test_every_stated_effect_belongs_to_a_variant():
   assert set(ablation_report.PAPER) <= set(ilsvrc2012.VARIANTS)
+
+
+# --- The runner -------------------------------------------------------------------------
+
+OVERRIDES = ['--config.host_devices=2', '--config.data.source=synthetic',
+             '--config.model.num_classes=10', '--config.eval.batch_size=16']
+KNOBS = {'image_size': 72, 'crop_size': 64, 'epochs': 2.0, 'batch_size': 16}
+
+
+def planned(out, variants=('no_lrn', 'one_tower'), seeds=2, variant_seeds=1,
+            overrides=OVERRIDES, knobs=KNOBS):
+  runs = ablation_runner.plan(str(out), list(variants), seeds, variant_seeds, knobs,
+                              list(overrides))
+  ablation_runner.check(runs)
+  return runs
+
+
+def dry_run(runs, out, capsys):
+  assert ablation_runner.run_study(runs, str(out), dry_run=True) == 0
+  return capsys.readouterr().out.splitlines()
+
+
+def test_dry_run_lists_each_command_in_order(tmp_path):
+  out = tmp_path / 'study'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.experiments.ablation_runner', f'--out={out}',
+       '--variants=no_lrn,one_tower', '--variant_seeds=2', '--image_size=72', '--crop_size=64',
+       '--epochs=2', '--batch_size=16', *OVERRIDES, '--dry_run'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  shared = ['--config.data.image_size=72', '--config.data.crop_size=64',
+            '--config.train.num_epochs=2.0', '--config.train.batch_size=16', *OVERRIDES]
+
+  def main(config, name, seed):
+    return ' '.join([sys.executable, '-m', 'alexnet_jax.main', f'--config={config}',
+                     f'--workdir={out}/{name}_seed{seed}', *shared,
+                     f'--config.seed={seed}', f'--config.data.shuffle_seed={seed}'])
+
+  assert proc.stdout.splitlines() == [
+      ' '.join([sys.executable, '-m', 'alexnet_jax.data.prepare',
+                '--config=configs/ilsvrc2012.py', *shared, '--config.seed=0',
+                '--config.data.shuffle_seed=0']),
+      main('configs/ilsvrc2012.py', 'baseline', 0),
+      main('configs/ilsvrc2012.py', 'baseline', 1),
+      main('configs/ilsvrc2012.py:no_lrn', 'no_lrn', 0),
+      main('configs/ilsvrc2012.py:no_lrn', 'no_lrn', 1),
+      main('configs/ilsvrc2012.py:one_tower', 'one_tower', 0),
+      main('configs/ilsvrc2012.py:one_tower', 'one_tower', 1),
+      f'# then the report: {out}/ablation_report.md']
+  assert not out.exists()
+
+
+def test_one_tower_keeps_its_mesh_on_forced_cpu_devices(tmp_path):
+  runs = {r.name: r for r in planned(tmp_path, seeds=1)}
+  assert (runs['baseline'].config.mesh.tower, runs['one_tower'].config.mesh.tower) == (2, 1)
+  assert runs['one_tower'].config.model.towers == 1 and runs['no_lrn'].config.model.lrn is False
+  assert all(r.config.host_devices == 2 and r.config.data.image_size == 72
+             for r in runs.values())
+
+
+def test_finished_runs_are_skipped_and_the_rest_resumed(tmp_path, capsys):
+  out = tmp_path / 'study'
+  runs = planned(out)
+  finished, preempted, short = runs[0], runs[2], runs[3]
+  for run, results in ((finished, results_json(finished.workdir, (40,) * 4)),
+                       (preempted, results_json(preempted.workdir, (40,) * 4, preempted=True)),
+                       (short, results_json(short.workdir, (40,) * 4, epoch=1.0))):
+    os.makedirs(run.workdir)
+    saved_config.save(run.config, run.workdir, None)
+    with open(os.path.join(run.workdir, 'results.json'), 'w') as f:
+      json.dump(results, f)
+  lines = dry_run(runs, out, capsys)
+  assert lines[0] == f'# baseline seed 0: finished ({finished.workdir}), skipped'
+  commands = [line for line in lines[1:] if not line.startswith('#')]
+  assert commands[1:] == [' '.join(r.argv) for r in runs[1:]]
+  # A longer study in the same --out goes on with the finished run too.
+  longer = planned(out, knobs={**KNOBS, 'epochs': 3.0})
+  assert not any(line.startswith('# baseline seed 0') for line in dry_run(longer, out, capsys))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'variants': ['nolrn']}, r"--variants: unknown \['nolrn'\]; the variants of "
+                              r'configs/ilsvrc2012.py are no_lrn'),
+    ({'overrides': [*OVERRIDES, '--config.mesh.tower=2']},
+     'one_tower seed 0: The overrides set mesh.tower=2, undoing the variant one_tower'),
+    ({'overrides': [*OVERRIDES, '--config.seed=4']}, '--config.seed: the runner sets seed'),
+    ({'overrides': [*OVERRIDES, '--config.data.image_size=96']},
+     '--image_size=72 and --config.data.image_size=96 set the same field'),
+    ({'overrides': [*OVERRIDES, '--config.model.lrnn=0']}, "the config has no field 'lrnn'"),
+    ({'overrides': [*OVERRIDES, '--config.model.lrn']}, 'as --config.FIELD=VALUE'),
+    ({'knobs': {**KNOBS, 'batch_size': 15}},
+     r'one_tower seed 0: train.batch_size=15 does not divide over mesh.data=2'),
+    ({'overrides': [*OVERRIDES, '--config.host_devices=3']},
+     'baseline seed 0: mesh.tower=2 does not divide the 3 devices'),
+    ({'seeds': 0}, '--seeds=0 and --variant_seeds=1: each must be at least 1'),
+])
+def test_the_runner_refuses_what_cannot_work_before_running(tmp_path, kwargs, message):
+  with pytest.raises(ablation_runner.StudyError, match=message):
+    planned(tmp_path / 'study', **kwargs)
+  assert not (tmp_path / 'study').exists()
+
+
+def test_a_study_at_another_scale_needs_another_out(tmp_path):
+  out = tmp_path / 'study'
+  [run] = planned(out, variants=(), seeds=1)
+  os.makedirs(run.workdir)
+  saved_config.save(run.config, run.workdir, None)
+  with pytest.raises(ablation_runner.StudyError,
+                     match=r'baseline seed 0: .*data.image_size: 72 -> 96.*give another --out'):
+    planned(out, variants=(), seeds=1, knobs={**KNOBS, 'image_size': 96})
+
+
+def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
+  out = tmp_path / 'study'
+  command = [sys.executable, '-m', 'alexnet_jax.experiments.ablation_runner', f'--out={out}',
+             '--variants=no_lrn', '--seeds=1', '--image_size=72', '--crop_size=64', '--epochs=1',
+             '--batch_size=16', *OVERRIDES, f'--config.data.data_dir={tmp_path / "data"}',
+             '--config.data.synthetic_train_size=32', '--config.data.synthetic_eval_size=32',
+             '--config.model.init=caffe', '--config.data.worker_count=0']
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # host_devices decides.
+  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=env)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert '[2/2] no_lrn seed 0: ' in proc.stdout and '| no_lrn | 0 | 72/64 px' in proc.stdout
+  real = json.load(open(out / 'no_lrn_seed0' / 'results.json'))
+  made = results_json('w', (1, 2, 3, 4))
+  assert set(real) == set(made) and set(real['final']) == set(made['final'])
+  assert Image.open(out / ablation_report.CHART).format == 'PNG'
+  again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count('finished (') == 2 and 'Wrote ' in again.stdout

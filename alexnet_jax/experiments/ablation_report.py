@@ -48,7 +48,9 @@ RESULTS = 'results.json'
 PREFIXES = {'centre': 'centre', 'ten_patch': '10-patch'}
 TOPS = ('top1', 'top5')
 _TOP_NAMES = {'top1': 'top-1', 'top5': 'top-5'}
-_SEED_FIELDS = ('seed', 'data.shuffle_seed')  # What ablation_runner --seeds varies.
+# What a seed varies (ablation_runner): initialisation, dropout and augmentation
+# (config.seed), and the order of the data (data.shuffle_seed).
+SEED_FIELDS = ('seed', 'data.shuffle_seed')
 _LENGTH_FIELDS = ('train.num_epochs', 'train.num_steps')  # Resumable, yet the scale.
 # A run differing from the baseline in one of these is of another scale or data set.
 _SCALE_FIELDS = ('data.', 'train.batch_size', 'model.num_classes') + _LENGTH_FIELDS
@@ -219,7 +221,7 @@ def _differences(run: Run, reference: Run) -> dict[str, tuple[object, object]]:
   """Field -> (the reference's value, the run's), where the two differ in what they compute."""
   return {name: (old, new) for name, old, new in
           saved_config.differences(reference.config, run.config)
-          if name not in _SEED_FIELDS
+          if name not in SEED_FIELDS
           and (name in _LENGTH_FIELDS or not _matches(name, saved_config.RESUMABLE))}
 
 
@@ -351,8 +353,9 @@ def markdown(study: Study, chart: str | None) -> str:
       '# Ablations against the paper',
       '',
       f"Data: {source}, evaluated on its {data['eval_split']} split ({first.count} "
-      'images). Errors in %; in brackets the change Δ against the baseline mean, in percentage points, positive when '
-      'the ablation raised the error. The paper\'s changes are stated the same way. '
+      'images). Errors in %; in brackets the change Δ against the baseline mean, in '
+      'percentage points, positive when the ablation raised the error. The paper\'s '
+      'changes are stated the same way. '
       f'Verdicts compare the {PREFIXES[study.prefix]} errors (§4.1).',
       '',
       _band_line(study),
