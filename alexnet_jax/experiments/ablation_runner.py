@@ -3,8 +3,29 @@ named variants of configs/ilsvrc2012.py, then the report (ablation_report.py).
 
   python -m alexnet_jax.experiments.ablation_runner --out=runs/ablation \
       --variants=no_lrn,no_overlap,one_tower,no_dropout --seeds=2 \
+      [--image_size=N --crop_size=N --epochs=N --batch_size=N] [--config.FIELD=VALUE ...] \
+      [--dry_run]
+
+On Imagenette, with the README's folder overrides, on a 2-core CPU (one forced CPU device
+per tower), evaluating only at the end (a ten-patch pass over its 3,925 photos takes
+about 90 s there):
+
+  mkdir -p /tmp/imagenette2-224
+  tar -xzf ../shared/data/imagenette2-224.tar.gz -C /tmp/imagenette2-224
+  python -m alexnet_jax.experiments.ablation_runner --out=/tmp/ablation_imagenette \
       --image_size=128 --crop_size=112 --epochs=8 --batch_size=32 \
-      --config.host_devices=2 [any other --config.FIELD=VALUE] [--dry_run]
+      --config.host_devices=2 --config.data.source=folder \
+      --config.data.folder=/tmp/imagenette2-224 --config.data.data_dir=/tmp/imagenette_data \
+      --config.data.eval_split=val --config.model.num_classes=10 --config.model.init=caffe \
+      --config.eval.batch_size=100 --config.optimizer.learning_rate=0.01 \
+      --config.optimizer.schedule=steps --config.optimizer.step_epochs=6 \
+      --config.train.eval_every_steps=100000 --config.checkpoint.every_steps=300 \
+      --config.train.log_every_steps=50 --config.data.worker_count=1
+
+Six runs (two baseline seeds, four variants) of 8 epochs: about 65-70 minutes on an idle
+2-core machine, an estimate from the 145 images/s and 90 s per evaluation measured for
+this config (README). With others on the cores it is slower: at a load average of 7,
+40 steps ran at 83 images/s and an evaluation took 270 s (about 2 hours in all).
 
 It first prepares the data once (`python -m alexnet_jax.data.prepare`, a no-op when
 done), then runs, one after another, each in its own workdir OUT/<name>_seed<k>:
