@@ -1,5 +1,12 @@
 """The paper's figures and tables reproduced: each a library function and a thin command.
 
-May import: the library (`alexnet_jax`, `alexnet_jax.data`, `alexnet_jax.runtime`) and
-`alexnet_jax.tools`. Nothing in the library imports `experiments`.
+  ablation_runner   the ablation study (§3.2-§4.2, §7): the baseline over several seeds,
+                    then the named variants of configs/ilsvrc2012.py, one run each
+  ablation_report   its report: errors, changes against the baseline and the paper's,
+                    the noise band of the seeds; a Markdown table and a chart
+  bar_chart         grouped bar charts as PNG, drawn with Pillow
+
+May import: the library (`alexnet_jax`, `alexnet_jax.data`, `alexnet_jax.runtime`),
+`alexnet_jax.tools`, and `configs` (the named variants). Nothing in the library imports
+`experiments`.
 """

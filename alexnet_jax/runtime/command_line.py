@@ -66,7 +66,7 @@ def _fail(message: str) -> None:
   sys.exit(USER_ERROR_EXIT)
 
 
-def _flag_error(error: Exception, argv: list[str]) -> str:
+def flag_error(error: Exception, argv: list[str]) -> str:
   """One readable line for a flag that could not be parsed."""
   text = str(error)
   if isinstance(error, AttributeError):  # ml_collections: no such config field.
@@ -87,7 +87,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, ValueError, TypeError, KeyError) as e:
-    _fail(_flag_error(e, argv))
+    _fail(flag_error(e, argv))
 
 
 def _reporting(main):
