@@ -244,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     'train_history': train_history, 'epoch': step / steps_per_epoch})
 
   step = int(state.step)
-  _say(f'Training {config.model.layout} net ({config.model.towers} towers) on mesh '
+  towers = f"{config.model.towers} tower{'s' if config.model.towers > 1 else ''}"
+  _say(f'Training {config.model.layout} net ({towers}) on mesh '
        f"data={mesh.shape['data']} x tower={mesh.shape['tower']}, global batch "
        f'{config.train.batch_size}, {steps_per_epoch} steps/epoch, steps {step}..{total_steps}.')
   _say(f'Writing to {workdir}: checkpoints/, tensorboard/ (tensorboard --logdir {workdir}), '
