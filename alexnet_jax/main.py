@@ -68,22 +68,5 @@ def main(argv):
     sys.exit(train.train_and_evaluate(config, workdir, FLAGS.allow_config_changes)['exit_code'])
 
 
-def _saved_config_unless_given(argv: list[str]) -> list[str]:
-  """argv, plus --config=configs/saved_run.py:WORKDIR if it has no --config and WORKDIR
-  holds a saved config."""
-  workdir = None
-  for i, arg in enumerate(argv):
-    if arg == '--config' or arg.startswith('--config='):
-      return argv
-    if arg.startswith('--workdir='):
-      workdir = arg.split('=', 1)[1]
-    elif arg == '--workdir' and i + 1 < len(argv):
-      workdir = argv[i + 1]
-  if workdir is None or not os.path.exists(os.path.join(os.path.expanduser(workdir),
-                                                        saved_config.FILE)):
-    return argv
-  return [argv[0], f'--config=configs/saved_run.py:{workdir}', *argv[1:]]
-
-
 if __name__ == '__main__':
-  command_line.run(main, _saved_config_unless_given(sys.argv))
+  command_line.run(main, saved_config.argv_with_saved_config(sys.argv))
