@@ -11,7 +11,8 @@ of GPU 2 largely colour-specific (which tower gets which varies from run to run)
 measure here: each kernel's chroma energy share, the energy of the kernel minus its
 per-pixel grey (the mean of its R, G, B weights) over the kernel's energy: 0 for a grey
 kernel, 2/3 for a kernel on one colour channel alone, 1 for one with no grey at all
-(e.g. red minus green). It is averaged per tower.
+(e.g. red minus green). It is averaged per tower. Untrained kernels (independent random
+weights, §5) measure 2/3 on average, so a colour-agnostic tower is one well below that.
 
 Writes `conv1_kernels_step<N>.png` and `.json` to --out_dir (default WORKDIR/figures) and
 prints the per-tower shares. `write_figure` does the same for any HWIO array of RGB
@@ -91,14 +92,11 @@ def format_summary(summary: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = trained_net.config_from_flags()
-  trained_net.start_devices(config)
+  config, out_dir = trained_net.start()
   _, _, params, step = trained_net.restore(config, FLAGS.workdir,
                                            None if FLAGS.step < 0 else FLAGS.step)
   kernels = jax.device_get(params['conv1']['kernel'])
-  summary = write_figure(kernels, config.model.towers,
-                         trained_net.out_dir(FLAGS.workdir, FLAGS.out_dir),
-                         f'conv1_kernels_step{step}',
+  summary = write_figure(kernels, config.model.towers, out_dir, f'conv1_kernels_step{step}',
                          f'{os.path.abspath(os.path.expanduser(FLAGS.workdir))} step {step}')
   print(format_summary(summary))
 

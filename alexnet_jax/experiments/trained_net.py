@@ -3,7 +3,9 @@
 One job: turn `--workdir` (with the run's saved config, or `--config` and overrides) and
 `--step` into the net, its mesh and the parameters of one checkpoint, read through the
 project's checkpointing (any mesh can read any checkpoint), and say where the experiment
-writes (`--out_dir`, default WORKDIR/figures).
+writes (`--out_dir`, default WORKDIR/figures). Like training, a command keeps the console
+for its own lines and sends the library's log to a file (in the output directory's logs/,
+so that a run one may only read can still be studied).
 """
 
 import os
@@ -13,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import checkpointing, model, sharding, train_step
-from alexnet_jax.runtime import errors
+from alexnet_jax.runtime import command_line, errors
 
 FLAGS = flags.FLAGS
 
@@ -31,24 +33,9 @@ def define_flags() -> None:
                       'WORKDIR/figures.')
 
 
-def config_from_flags() -> ml_collections.ConfigDict:
-  """--config, which the command fills from the workdir when it is left out."""
-  if FLAGS.config is None:
-    raise errors.UserError(f'--workdir={FLAGS.workdir} holds no config.json: give the '
-                           'workdir of a training run, or its config with --config=...')
-  return FLAGS.config
-
-
-def start_devices(config: ml_collections.ConfigDict) -> None:
-  """Forces config.host_devices CPU devices (as the run did); call before JAX starts."""
-  if config.host_devices > 0:
-    sharding.use_host_devices(config.host_devices)
-
-
-def out_dir(workdir: str, given: str) -> str:
-  """The directory to write to (created): `given`, or WORKDIR/figures."""
-  path = os.path.expanduser(given) if given else os.path.join(
-      os.path.expanduser(workdir), 'figures')
+def _out_dir() -> str:
+  """The directory the command writes to (created): --out_dir, or WORKDIR/figures."""
+  path = os.path.expanduser(FLAGS.out_dir or os.path.join(FLAGS.workdir, 'figures'))
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
@@ -57,14 +44,30 @@ def out_dir(workdir: str, given: str) -> str:
   return path
 
 
+def start() -> tuple[ml_collections.ConfigDict, str]:
+  """A command's start, before JAX starts: checks --workdir, makes the output directory
+  and sends the library's log lines to its logs/ (as training does to WORKDIR/logs),
+  forces the CPU devices the run used if it forced any (config.host_devices). Returns
+  the config and the output directory."""
+  checkpoints = os.path.join(os.path.expanduser(FLAGS.workdir), 'checkpoints')
+  if not os.path.isdir(checkpoints):
+    raise errors.UserError(f'{checkpoints} does not exist: --workdir={FLAGS.workdir} is not '
+                           'a training run (python -m alexnet_jax.main --workdir=... writes '
+                           'one).')
+  if FLAGS.config is None:
+    raise errors.UserError(f'--workdir={FLAGS.workdir} holds no config.json: give the '
+                           "run's config with --config=...")
+  out = _out_dir()
+  command_line.log_to_file(os.path.join(out, 'logs'))
+  if FLAGS.config.host_devices > 0:
+    sharding.use_host_devices(FLAGS.config.host_devices)
+  return FLAGS.config, out
+
+
 def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
   """(net, mesh, params, step): the checkpoint `step` (None: the latest) of the run in
   `workdir`, its parameters placed on the mesh of `config` (config.mesh, all devices)."""
   directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
-  if not os.path.isdir(directory):
-    raise errors.UserError(f'{directory} does not exist: --workdir={workdir} is not a '
-                           'training run (python -m alexnet_jax.main --workdir=... '
-                           'writes one).')
   mesh = sharding.make_mesh(config)
   net = model.create_model(config)
   ckpt = checkpointing.Checkpointer(directory, read_only=True)
