@@ -260,13 +260,14 @@ def main(argv):
   config, out_dir = trained_net.start()
   stats = prepare.ready(config)
   preflight.check_data(config)
-  check_k(config, FLAGS.k)  # Before the restore, which takes a while for a big net.
+  # The flags checked before the restore, which takes a while for a big net.
+  check_k(config, FLAGS.k)
+  indices = query_indices(pipeline.num_examples(config, config.data.eval_split),
+                          FLAGS.queries)
   net, mesh, params, step = trained_net.restore(config, FLAGS.workdir,
                                                 None if FLAGS.step < 0 else FLAGS.step)
   stats = jax.device_put(jax.tree.map(lambda x: np.asarray(x, np.float32), stats),
                          NamedSharding(mesh, P()))
-  indices = query_indices(pipeline.num_examples(config, config.data.eval_split),
-                          FLAGS.queries)
   source = f'{os.path.abspath(os.path.expanduser(FLAGS.workdir))} step {step}'
   print(f'Retrieval (§6.1): {len(indices)} images of {config.data.eval_split!r} against '
         f'every image of {config.data.train_split!r}, k={FLAGS.k}, {source}', flush=True)
