@@ -15,7 +15,9 @@ On the devices (jitted), each batch of training images is embedded (fc7 and pixe
 squared distances to every query computed and merged into a running top-k per query. So
 memory holds queries x (k + batch) distances, never queries x training images, and no
 training embedding is kept; the neighbours are kept as indices into the split, and the
-montage re-reads those records.
+montage re-reads those records. The queries' own vectors stay on the devices: 4096 +
+crop x crop x 3 floats each, 0.6 GB per 1,000 queries of 224 px (the pixels dominate), so
+all 50,000 ILSVRC validation images (--queries=-1) would need 30 GB.
 
 Writes to --out_dir (default WORKDIR/figures), for checkpoint step N:
   retrieval_step<N>_fc7.png, retrieval_step<N>_pixels.png: Figure 4's layout, one row per
