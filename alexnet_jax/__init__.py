@@ -2,8 +2,8 @@
 
 The training core lives here, where `main.py` meets it: the net (`model`, `lrn`), its
 placement on the mesh (`sharding`), the step and the paper's update (`train_step`,
-`optimizer`, `schedules`), the loop (`train`), evaluation (`evaluate`) and checkpoints
-(`checkpointing`). Subpackages:
+`optimizer`, `schedules`), the loop (`train`), evaluation (`evaluate`), checkpoints
+(`checkpointing`) and the picture of the conv1 kernels (`kernel_picture`). Subpackages:
 
   data/         from a file on disk to a batch: prepare once, then read
   runtime/      multi-process start-up, preemption, TensorBoard events

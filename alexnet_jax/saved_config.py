@@ -11,7 +11,8 @@ the rerun stops and lists the differing fields, unless the user says the change 
 
 `load_into` fills a config from a workdir's config.json: `python -m alexnet_jax.main
 --workdir=W` without --config resumes or evaluates W with its own config
-(configs/saved_run.py), and overrides apply on top as usual.
+(configs/saved_run.py), and overrides apply on top as usual; `argv_with_saved_config`
+does that for any command with --workdir and --config flags (the experiments too).
 """
 
 import json
@@ -136,7 +137,6 @@ def argv_with_saved_config(argv: list[str]) -> list[str]:
       workdir = arg.split('=', 1)[1]
     elif arg == '--workdir' and i + 1 < len(argv):
       workdir = argv[i + 1]
-  if workdir is None or not os.path.exists(os.path.join(os.path.expanduser(workdir),
-                                                        FILE)):
+  if workdir is None or not os.path.exists(os.path.join(os.path.expanduser(workdir), FILE)):
     return argv
   return [argv[0], f'--config=configs/saved_run.py:{workdir}', *argv[1:]]

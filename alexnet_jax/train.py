@@ -4,8 +4,9 @@ What a run does, in order: check everything that could fail late (mesh, batch, d
 workdir) before any long work; restore the latest checkpoint in workdir, if any, onto the
 current mesh (parameters, momentum, step, plateau schedule, data position); train with
 the paper's update, logging to the console and TensorBoard; evaluate every epoch (or
-`train.eval_every_steps`), letting the paper's plateau rule divide the learning rate (§5);
-save checkpoints; and finish with results.json. Rerunning the same command resumes.
+`train.eval_every_steps`), letting the paper's plateau rule divide the learning rate (§5)
+and drawing the conv1 kernels to TensorBoard (Figure 3); save checkpoints; and finish
+with results.json. Rerunning the same command resumes.
 
 With several processes (launch/), every process runs this same loop on its own share of
 each batch; only process 0 prints, writes TensorBoard events, config.json and results.json;
@@ -27,8 +28,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import (checkpointing, evaluate, model, preflight, pretrained, saved_config,
-                         schedules, sharding, train_step)
+from alexnet_jax import (checkpointing, evaluate, kernel_picture, model, preflight, pretrained,
+                         saved_config, schedules, sharding, train_step)
 from alexnet_jax.data import pipeline, prepare, sources, statistics
 from alexnet_jax.runtime import chrono, errors, metric_writer, preemption
 
@@ -108,6 +109,17 @@ def _write_json(path: str, payload: dict) -> None:
     with open(tmp, 'w') as f:
       json.dump(payload, f, indent=2)
     os.replace(tmp, path)  # Never a half-written results file.
+
+
+def _write_conv1_kernels(writer: metric_writer.MetricWriter, step: int, params,
+                         towers: int) -> None:
+  """Figure 3's picture of the conv1 kernels, to TensorBoard.
+
+  Every process calls it: gathering a parameter split over processes is a collective
+  (139 KB for the paper's net); only process 0's writer writes.
+  """
+  kernels = multihost_utils.process_allgather(params['conv1']['kernel'], tiled=True)
+  writer.write_image(step, 'conv1/kernels', kernel_picture.kernel_grid(kernels, towers))
 
 
 @jax.jit
@@ -283,6 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = state.replace(lr_factor=_replicated(mesh, np.float32(factor)))
     history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
     writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
+    _write_conv1_kernels(writer, step, state.params, config.model.towers)
     writer.flush()
     _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
     save(step, results['centre_top1_error'])

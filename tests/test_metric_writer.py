@@ -1,22 +1,27 @@
-"""The TensorBoard event file holds what was written; a disabled writer writes nothing."""
+"""The TensorBoard event file holds what was written (scalars, images); a disabled writer
+writes nothing."""
 
+import io
 import logging
+import pathlib
 import re
 import struct
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 from alexnet_jax.runtime.metric_writer import MetricWriter
 
 
-def _read_scalars(logdir):
-  """(tag, step, value) of every scalar, parsing the TFRecord framing and CRCs by hand."""
-  (path,) = logdir.glob('events.out.tfevents.*')
-  data, scalars, offset = path.read_bytes(), [], 0
+def read_events(logdir):
+  """Every event of the one event file in `logdir`, parsing the TFRecord framing and CRCs
+  by hand."""
+  (path,) = pathlib.Path(logdir).glob('events.out.tfevents.*')
+  data, events, offset = path.read_bytes(), [], 0
   while offset < len(data):
     header = data[offset:offset + 8]
     (length,) = struct.unpack('<Q', header)
@@ -25,9 +30,14 @@ def _read_scalars(logdir):
     crc = data[offset + 12 + length:offset + 16 + length]
     assert struct.unpack('<I', crc)[0] == masked_crc32c(record)
     offset += 16 + length
-    event = event_pb2.Event.FromString(record)
-    scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
-  return scalars
+    events.append(event_pb2.Event.FromString(record))
+  return events
+
+
+def _read_scalars(logdir):
+  """(tag, step, value) of every scalar."""
+  return [(v.tag, event.step, v.simple_value) for event in read_events(logdir)
+          for v in event.summary.value if v.HasField('simple_value')]
 
 
 def test_scalars_are_readable_back_from_the_event_file(tmp_path, caplog):
@@ -43,6 +53,27 @@ def test_scalars_are_readable_back_from_the_event_file(tmp_path, caplog):
   writer.write_scalars(3, {'eval/top1_error': 0.75})
   writer.close()
   assert _read_scalars(tmp_path / 'tb')[-1] == ('eval/top1_error', 3, 0.75)
+
+
+def test_an_image_is_readable_back_as_a_png(tmp_path):
+  picture = np.zeros((5, 7, 3), np.uint8)
+  picture[1, 2] = (255, 0, 10)
+  writer = MetricWriter(tmp_path / 'tb', enabled=True)
+  writer.write_image(4, 'conv1/kernels', picture)
+  writer.close()
+  [value] = [v for event in read_events(tmp_path / 'tb') for v in event.summary.value]
+  assert value.tag == 'conv1/kernels'
+  assert (value.image.height, value.image.width, value.image.colorspace) == (5, 7, 3)
+  png = Image.open(io.BytesIO(value.image.encoded_image_string))
+  assert png.format == 'PNG'
+  np.testing.assert_array_equal(np.asarray(png), picture)
+
+
+def test_an_image_must_be_uint8_rgb(tmp_path):
+  writer = MetricWriter(tmp_path / 'tb', enabled=True)
+  with pytest.raises(ValueError, match=r"write_image\('x'\): expected uint8 \(height, width, 3\)"):
+    writer.write_image(1, 'x', np.zeros((5, 7), np.float32))
+  writer.close()
 
 
 def test_a_disabled_writer_writes_nothing(tmp_path, caplog):

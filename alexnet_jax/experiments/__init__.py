@@ -5,6 +5,11 @@
   ablation_report   its report: errors, changes against the baseline and the paper's,
                     the noise band of the seeds; a Markdown table and a chart
   bar_chart         grouped bar charts as PNG, drawn with Pillow
+  conv1_kernels     Figure 3: a run's conv1 kernels, tower by tower, and §6.1's colour
+                    specialisation of the towers measured
+  retrieval         Figure 4 (§6.1): the training images nearest to a query by fc7
+                    activations, against nearest by pixels, with precision@k
+  trained_net       what conv1_kernels and retrieval share: their flags, a run restored
 
 May import: the library (`alexnet_jax`, `alexnet_jax.data`, `alexnet_jax.runtime`),
 `alexnet_jax.tools`, and `configs` (the named variants). Nothing in the library imports

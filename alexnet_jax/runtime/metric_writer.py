@@ -1,4 +1,6 @@
-"""Scalar metrics to TensorBoard event files (via tensorboardX, no TensorFlow) and the console.
+"""Metrics to TensorBoard event files (via tensorboardX, no TensorFlow) and the console.
+
+Scalars, and images (PNG-encoded with Pillow, e.g. the conv1 kernels of Figure 3).
 
 Only one process writes (process 0 by default), so a multi-host run produces one event
 file and one set of console lines. Events are written synchronously (tensorboardX's
@@ -7,16 +9,20 @@ so after `flush()` the file holds everything written.
 
     writer = MetricWriter(workdir / 'tensorboard')
     writer.write_scalars(step, {'train/loss': loss, 'train/learning_rate': lr})
+    writer.write_image(step, 'conv1/kernels', picture)  # uint8 (height, width, 3)
     writer.close()
 """
 
+import io
 import os
 import time
 import uuid
 from typing import Mapping
 
 import jax
+import numpy as np
 from absl import logging
+from PIL import Image
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2, summary_pb2
 
@@ -24,7 +30,7 @@ from alexnet_jax.runtime import errors
 
 
 class MetricWriter:
-  """Writes scalars to `logdir` (TensorBoard) and logs them as one console line."""
+  """Writes scalars and images to `logdir` (TensorBoard); logs scalars as console lines."""
 
   def __init__(self, logdir, enabled: bool | None = None, console: bool = True):
     """Opens a new event file in `logdir` (created if needed) when enabled.
@@ -63,6 +69,22 @@ class MetricWriter:
     if self.console:
       logging.info('[%d] %s', step,
                    ', '.join(f'{name}={value:.6g}' for name, value in values.items()))
+
+  def write_image(self, step: int, tag: str, image):
+    """Records an RGB picture, uint8 `(height, width, 3)`, at `step` (not on the console)."""
+    if not self.enabled:
+      return
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+      raise ValueError(f'write_image({tag!r}): expected uint8 (height, width, 3), got '
+                       f'{image.dtype} {image.shape}.')
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format='PNG')
+    picture = summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1],
+                                        colorspace=3, encoded_image_string=png.getvalue())
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=picture)])
+    self._writer.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                             summary=summary))
 
   def flush(self):
     """Makes everything written so far readable from the event file."""
