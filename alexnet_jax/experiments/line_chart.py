@@ -89,11 +89,12 @@ def draw(path: str, series: Sequence[Series], *, x_max: float, y_max: float, x_l
   legend = {}
   for s in series:
     points = [to_px(x, y) for x, y in zip(s.x, s.y)]
-    if len(points) > 1:
-      if s.dashed:
-        _dashed(ink, points, s.color, 2)
-      else:
-        ink.line(points, fill=s.color, width=2, joint='curve')
+    if len(points) == 1:  # A one-epoch curve: a dot.
+      ink.circle(points[0], 3, fill=s.color)
+    elif s.dashed:
+      _dashed(ink, points, s.color, 2)
+    else:
+      ink.line(points, fill=s.color, width=2, joint='curve')
     legend.setdefault(s.label, s)
   if legend:  # Top right, on white, each entry a stretch of its line and its label.
     text_width = max(ink.textlength(label, font=font) for label in legend)
