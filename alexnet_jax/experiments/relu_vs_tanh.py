@@ -22,8 +22,8 @@ batch left out. A run whose loss turns NaN or infinite stops there and counts as
 reaching 25%. The update is §5's with momentum 0.9 (also layers-18pct's momW), batch 128.
 
 Cost: on a 2-core CPU shared with other jobs one epoch over CIFAR-10's 50,000 images took
-121 to 159 s, for ReLU and tanh alike; the default sweep (8 runs of 40 epochs) is then
-11 to 14 hours. The command prints the time of every epoch and of the epochs left.
+112 to 159 s, for ReLU and tanh alike; the default sweep (8 runs of 40 epochs) is then
+10 to 14 hours. The command prints the time of every epoch and of the epochs left.
 """
 
 import json
