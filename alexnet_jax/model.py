@@ -1,5 +1,8 @@
 """The paper's net (§3.5, Figure 2) and its variants, as one Flax module.
 
+Besides the ImageNet net, `model.layout='cifar10'` is the four-layer CIFAR-10 net of
+Figure 1 (§3.1), which the paper trains to compare ReLU with tanh.
+
 The net has two towers ("GPU 1" and "GPU 2"). Every layer's kernels are split between them:
 conv2, conv4 and conv5 see only the maps of their own tower; conv3 and the fully connected
 layers see the maps of both. Parameters keep the layout of one device holding both towers
@@ -28,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import lrn
 
-LAYOUTS = ('paper', 'torchvision')
+LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet')
 REMOVABLE = ('', 'conv3', 'conv4', 'conv5')
 
@@ -43,7 +46,10 @@ class ConvLayer:
   padding: int | str  # Zero rows/columns each side, or 'convnet' (see _convnet_padding).
   sees_both_towers: bool  # conv3: every kernel sees the maps of both towers.
   lrn: bool = False
-  pool: bool = False
+  pool: str = ''  # '' (none), 'max' (§3.4) or 'avg'; window and stride from the config.
+  pool_padding: str = 'valid'  # 'valid': every window inside the maps. 'convnet':
+  #   cuda-convnet's out = 1 + ceil((size - window) / stride), the last window cut off at
+  #   the bottom/right edge.
   paper_bias: float = 0.0  # §5: 1 in conv2, conv4, conv5 (and fc6, fc7), 0 elsewhere.
   cuda_convnet_std: float = 0.01
 
@@ -58,12 +64,41 @@ class DenseLayer:
   last: bool = False
 
 
+def _cifar10_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[DenseLayer]]:
+  """Figure 1's four-layer net (§3.1): cuda-convnet's CIFAR-10 example, layers-18pct.cfg.
+
+  Three convolutions of 5x5 kernels (32, 32, 64; stride 1, padding 2), each followed by
+  3/2 pooling in cuda-convnet's geometry (max after conv1, average after conv2 and conv3:
+  32 -> 16 -> 8 -> 4 for 32x32 images), then fc4, the only fully connected layer, straight
+  to the classes (the cfg's fc10). The cfg's two `rnorm` layers (a normalisation within
+  each map, not §3.3's across maps) are left out: Figure 1 compares the neurons alone, and
+  layers-80sec.cfg, the same convolutions, has none. cuda-convnet applies conv1's ReLU after
+  its max pooling; max pooling commutes with ReLU and tanh (both increasing), so applying it
+  before, as everywhere here, is the same net. model.init='cuda-convnet' gives the cfg's
+  initW: std 1e-4 in conv1, 0.01 in conv2, conv3 and fc4; biases 0. With no hidden fully
+  connected layer there is no dropout (model.dropout_rate has nothing to act on).
+  """
+  wanted = {'towers': 1, 'lrn': False, 'remove_conv': '', 'extra_conv6': False}
+  fixes = [f'model.{name}={value!r}' for name, value in wanted.items() if model[name] != value]
+  if fixes:
+    raise ValueError("model.layout=cifar10 is Figure 1's four-layer net: one tower, no "
+                     f'response normalisation, three conv layers. Set {", ".join(fixes)}.')
+  cifar_conv = functools.partial(ConvLayer, kernel=5, stride=1, padding=2,
+                                 sees_both_towers=False, pool_padding='convnet')
+  convs = [cifar_conv('conv1', 32, pool='max', cuda_convnet_std=1e-4),
+           cifar_conv('conv2', 32, pool='avg'),
+           cifar_conv('conv3', 64, pool='avg')]
+  return convs, [DenseLayer('fc4', model.num_classes, last=True)]
+
+
 def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[DenseLayer]]:
   """The layers of the configured variant, in order (REFERENCE §1)."""
   if model.layout not in LAYOUTS:
     raise ValueError(f'model.layout={model.layout!r}: use one of {LAYOUTS}.')
   if model.remove_conv not in REMOVABLE:
     raise ValueError(f'model.remove_conv={model.remove_conv!r}: use one of {REMOVABLE}.')
+  if model.layout == 'cifar10':
+    return _cifar10_plan(model)
   if model.layout == 'torchvision':
     if model.towers != 1:
       raise ValueError('model.layout=torchvision is a one-tower net: set model.towers=1.')
@@ -75,18 +110,18 @@ def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[
   else:
     raise ValueError(f'model.towers={model.towers}: the net has 2 towers, or 1 (footnote 2).')
   convs = [
-      ConvLayer('conv1', widths[0], 11, 4, conv1_padding, False, lrn=lrn_layers, pool=True),
-      ConvLayer('conv2', widths[1], 5, 1, 2, False, lrn=lrn_layers, pool=True, paper_bias=1.),
+      ConvLayer('conv1', widths[0], 11, 4, conv1_padding, False, lrn=lrn_layers, pool='max'),
+      ConvLayer('conv2', widths[1], 5, 1, 2, False, lrn=lrn_layers, pool='max', paper_bias=1.),
       ConvLayer('conv3', widths[2], 3, 1, 1, True, cuda_convnet_std=0.03),
       ConvLayer('conv4', widths[3], 3, 1, 1, False, paper_bias=1., cuda_convnet_std=0.03),
-      ConvLayer('conv5', widths[4], 3, 1, 1, False, pool=True, paper_bias=1.,
+      ConvLayer('conv5', widths[4], 3, 1, 1, False, pool='max', paper_bias=1.,
                 cuda_convnet_std=0.03),
   ]
   if model.remove_conv:  # §7: removing any middle layer costs about 2% top-1.
     index = [c.name for c in convs].index(model.remove_conv)
     removed = convs.pop(index)
     if removed.pool:
-      convs[-1] = dataclasses.replace(convs[-1], pool=True)
+      convs[-1] = dataclasses.replace(convs[-1], pool=removed.pool)
   if model.extra_conv6:  # Table 2's "1 CNN*": a sixth conv layer over the last pooling layer.
     convs.append(ConvLayer('conv6', widths[4], 3, 1, 1, False, paper_bias=1.,
                            cuda_convnet_std=0.03))
@@ -123,8 +158,31 @@ def _convnet_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return 0, max(0, (out - 1) * stride + kernel - size)
 
 
+def pooled_side(layer: ConvLayer, size: int, window: int, stride: int) -> int:
+  """The side of `layer`'s pooled maps for `size` x `size` maps; 0 if nothing is left."""
+  if size < window:
+    return 0
+  if layer.pool_padding == 'convnet':
+    return 1 + math.ceil((size - window) / stride)
+  return (size - window) // stride + 1
+
+
+def pool_maps(x: jax.Array, layer: ConvLayer, window: int, stride: int) -> jax.Array:
+  """`layer`'s pooling of x: max (§3.4) or average, in its geometry (see ConvLayer)."""
+  padding = 'VALID'
+  if layer.pool_padding == 'convnet':
+    padding = [_convnet_padding(x.shape[i], window, stride) for i in (1, 2)]
+  if layer.pool == 'max':  # The padding is -inf: a cut-off window takes the max of the rest.
+    return nn.max_pool(x, (window,) * 2, strides=(stride,) * 2, padding=padding)
+  # Padding counts as zeros: cuda-convnet divides a cut-off window's sum by window² too
+  # (its AvgPooler(sizeX * sizeX)).
+  return nn.avg_pool(x, (window,) * 2, strides=(stride,) * 2, padding=padding,
+                     count_include_pad=True)
+
+
 def fc6_input_side(model: ml_collections.ConfigDict, crop: int) -> int:
-  """The side of the maps fc6 sees for `crop` x `crop` inputs; 0 if the crop is too small."""
+  """The side of the maps fc6 (the first fully connected layer) sees for `crop` x `crop`
+  inputs; 0 if the crop is too small."""
   convs, _ = layer_plan(model)
   size = crop
   for layer in convs:
@@ -134,12 +192,13 @@ def fc6_input_side(model: ml_collections.ConfigDict, crop: int) -> int:
       pad = 2 * layer.padding
     size = max(0, (size + pad - layer.kernel) // layer.stride + 1)
     if layer.pool:
-      size = max(0, (size - model.pool_window) // model.pool_stride + 1)
+      size = pooled_side(layer, size, model.pool_window, model.pool_stride)
   return size
 
 
 def smallest_crop(model: ml_collections.ConfigDict) -> int:
-  """The smallest input side that leaves fc6 at least one position of maps."""
+  """The smallest input side that leaves the first fully connected layer at least one
+  position of maps."""
   return next(crop for crop in range(1, 4096) if fc6_input_side(model, crop) > 0)
 
 
@@ -273,7 +332,7 @@ class AlexNet(nn.Module):
             k=cfg.lrn_k, alpha=alpha, beta=cfg.lrn_beta)
         x = _per_tower(normalise, _MAPS, _MAPS)(x)
       if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
-        x = nn.max_pool(x, (cfg.pool_window,) * 2, strides=(cfg.pool_stride,) * 2)
+        x = pool_maps(x, layer, cfg.pool_window, cfg.pool_stride)
 
     # §4.2: dropout on the outputs of fc6 and fc7; the torchvision layout drops their inputs.
     dropout_before = cfg.layout == 'torchvision'

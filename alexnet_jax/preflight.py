@@ -2,11 +2,12 @@
 
 `check_config` needs neither data nor devices: every field with a fixed set of values,
 every count that must be positive, the schedule's fields, and the crop against the net's
-geometry (the maps fc6 sees must be at least 1x1). `check_data` runs once the data is
-prepared (data/prepare.py), before the state is built: both splits exist and the net has
-as many outputs as the data has classes. Each collects all the problems it finds and
-raises one `ConfigError` that names, for each, the field, its value and what to set.
-`data_notes` says what is allowed but costly: images upscaled far beyond their size.
+geometry (the maps the first fully connected layer sees must be at least 1x1).
+`check_data` runs once the data is prepared (data/prepare.py), before the state is built:
+both splits exist and the net has as many outputs as the data has classes. Each collects
+all the problems it finds and raises one `ConfigError` that names, for each, the field,
+its value and what to set. `data_notes` says what is allowed but costly: images upscaled
+far beyond their size.
 """
 
 import math
@@ -95,8 +96,8 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     problems.append(
         f'data.crop_size={d.crop_size}: this net ({config.model.layout} layout, '
         f'{config.model.towers} tower(s)) shrinks {d.crop_size}x{d.crop_size} inputs to '
-        f'nothing before fc6. Use data.crop_size >= {smallest} (and data.image_size >= '
-        'the crop).')
+        f'nothing before its fully connected layers. Use data.crop_size >= {smallest} (and '
+        'data.image_size >= the crop).')
   return problems
 
 

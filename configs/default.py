@@ -18,8 +18,9 @@ def get_config():
 
   # --- The net (§3, Figure 2) -------------------------------------------------------------
   config.model = model = ml_collections.ConfigDict()
-  model.layout = 'paper'  # 'paper' (two towers, 96-256-384-384-256) or 'torchvision'
-  #                         (one tower, 64-192-384-256-256, no LRN, "one weird trick").
+  model.layout = 'paper'  # 'paper' (two towers, 96-256-384-384-256), 'torchvision'
+  #                         (one tower, 64-192-384-256-256, no LRN, "one weird trick") or
+  #                         'cifar10' (Figure 1's four-layer CIFAR-10 net, 32-32-64 + fc).
   model.towers = 2  # 2: the paper's net. 1: one tower with half the kernels (footnote 2).
   model.num_classes = 1000
   model.activation = 'relu'  # 'relu' (§3.1) or 'tanh' (the Figure 1 baseline).

@@ -2,8 +2,8 @@
 
 import pytest
 
-from alexnet_jax import model
-from configs import default, demo, ilsvrc2012
+from alexnet_jax import model, preflight
+from configs import default, demo, figure1, ilsvrc2012
 
 
 def flat(config):
@@ -36,3 +36,13 @@ def test_demo_is_small_and_offline():
   config = demo.get_config()
   assert config.data.source == 'synthetic' and config.mesh.tower == 2
   assert config.host_devices == 2
+
+
+def test_figure1_has_no_regularisation_of_any_kind():
+  config = figure1.get_config()
+  preflight.check_config(config)
+  assert (config.model.layout, config.model.lrn, config.model.dropout_rate) == (
+      'cifar10', False, 0.0)
+  assert (config.optimizer.weight_decay, config.data.flip, config.data.pca_noise_std) == (
+      0.0, False, 0.0)
+  assert config.data.crop_size == config.data.image_size == 32  # No crops (§3.1).

@@ -164,6 +164,7 @@ def test_tanh_and_pooling_ablations_change_the_net_but_not_the_shapes():
     ({'init': 'xavier'}, 'model.init'),
     ({'activation': 'gelu'}, 'model.activation'),
     ({'layout': 'torchvision'}, 'model.towers=1'),
+    ({'layout': 'cifar10'}, 'Set model.towers=1, model.lrn=False.'),
 ])
 def test_bad_model_fields_name_the_field(fields, message):
   with pytest.raises(ValueError, match=message):
@@ -187,3 +188,47 @@ def test_hidden_activations_are_available_for_feature_work():
   assert acts['fc7'].shape == (8, 4096) and float(acts['fc7'].min()) >= 0.0  # After ReLU.
   assert acts['conv1'].shape[-1] == 96
   np.testing.assert_array_equal(logits, net.apply({'params': params}, images, train=False))
+
+
+def cifar10_config(**model_fields):
+  config = make_config(layout='cifar10', towers=1, lrn=False, num_classes=10, **model_fields)
+  config.data.crop_size = 32
+  return config
+
+
+def test_figure1_net_follows_cuda_convnet_cfg():
+  # layers-18pct.cfg: 5x5 convolutions with 32, 32, 64 kernels (padding 2), 3/2 pooling
+  # (max, avg, avg; out = 1 + ceil((in - 3) / 2)), one fully connected layer.
+  expected = [5 * 5 * 3 * 32 + 32, 5 * 5 * 32 * 32 + 32, 5 * 5 * 32 * 64 + 64,
+              4 * 4 * 64 * 10 + 10]
+  assert param_count(cifar10_config(), size=32) == sum(expected) == 89_578
+  rows = summary.layer_rows(cifar10_config())
+  assert [r.name for r in rows] == ['conv1', 'conv2', 'conv3', 'fc4']
+  assert [r.params for r in rows] == expected
+  assert [r.output for r in rows] == ['32x32x32 -> 16x16x32', '16x16x32 -> 8x8x32 avg',
+                                      '8x8x64 -> 4x4x64 avg', '10']
+
+
+def test_convnet_pooling_cuts_the_last_window():
+  # cuda-convnet: the last 3x3 window of 4 rows covers rows 2-3 only; max takes the max of
+  # what is inside, average divides the sum inside by 9 (AvgPooler(sizeX * sizeX)).
+  x = -jnp.ones((1, 4, 4, 1))
+  pool = lambda kind: np.asarray(model.pool_maps(
+      x, model.ConvLayer('c', 1, 5, 1, 2, False, pool=kind, pool_padding='convnet'), 3, 2))
+  np.testing.assert_array_equal(pool('max')[0, ..., 0], -np.ones((2, 2)))
+  np.testing.assert_allclose(pool('avg')[0, ..., 0], -np.array([[9, 6], [6, 4]]) / 9)
+
+
+@pytest.mark.parametrize('activation', ['relu', 'tanh'])
+def test_figure1_net_uses_the_activation(activation):
+  net = model.create_model(cifar10_config(activation=activation))
+  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3)) * 50
+  params = net.init(jax.random.key(0), images, train=False)['params']
+  _, state = net.apply({'params': params}, images, train=False, mutable=['activations'])
+  acts = {name: np.asarray(value[0]) for name, value in state['activations'].items()}
+  assert set(acts) == {'conv1_output', 'conv2_output', 'conv3_output'}
+  pre = np.asarray(jax.lax.conv_general_dilated(
+      images, params['conv1']['kernel'], (1, 1), [(2, 2)] * 2,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + params['conv1']['bias'])
+  want = np.maximum(pre, 0) if activation == 'relu' else np.tanh(pre)
+  np.testing.assert_allclose(acts['conv1_output'], want, rtol=1e-5, atol=1e-6)

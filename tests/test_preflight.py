@@ -53,6 +53,17 @@ def test_crops_the_net_shrinks_to_nothing_are_refused(layout, towers, smallest):
     preflight.check_config(config)
 
 
+def test_figure1_net_refuses_crops_it_shrinks_to_nothing():
+  config = default.get_config()
+  config.model.update(layout='cifar10', towers=1, lrn=False)
+  # Three 3/2 poolings in cuda-convnet's geometry: 12 -> 6 -> 3 -> 1, 11 -> 5 -> 2 -> 0.
+  assert model.smallest_crop(config.model) == 12
+  assert model.fc6_input_side(config.model, 32) == 4
+  config.data.crop_size = 11
+  with pytest.raises(preflight.ConfigError, match='cifar10 layout.*Use data.crop_size >= 12'):
+    preflight.check_config(config)
+
+
 def _folder(root, splits):
   for split, classes in splits.items():
     for name in classes:

@@ -10,6 +10,9 @@
   retrieval         Figure 4 (§6.1): the training images nearest to a query by fc7
                     activations, against nearest by pixels, with precision@k
   trained_net       what conv1_kernels and retrieval share: their flags, a run restored
+  relu_vs_tanh      Figure 1 (§3.1): ReLU against tanh on CIFAR-10, epochs to 25% error
+  image_arrays      a small image folder held in memory (relu_vs_tanh's data)
+  line_chart        a figure's curves as PNG, drawn with Pillow
 
 May import: the library (`alexnet_jax`, `alexnet_jax.data`, `alexnet_jax.runtime`),
 `alexnet_jax.tools`, and `configs` (the named variants). Nothing in the library imports

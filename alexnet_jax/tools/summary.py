@@ -2,9 +2,11 @@
 
   python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py
   python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py --config.model.towers=1
+  python -m alexnet_jax.tools.summary --config=configs/figure1.py
 
 For each layer: its kernels (over both towers), which maps each kernel sees, the output
-shape (before and after pooling), parameters and multiply-accumulates per image.
+shape (before and after pooling; "avg" marks average pooling), parameters and
+multiply-accumulates per image.
 """
 
 import dataclasses
@@ -31,10 +33,6 @@ class LayerRow:
   macs: int  # Forward multiply-accumulates per image.
 
 
-def _pooled(size: int, window: int, stride: int) -> int:
-  return (size - window) // stride + 1
-
-
 def layer_rows(config: ml_collections.ConfigDict) -> list[LayerRow]:
   """The rows of the summary for a full config (input: data.crop_size squared RGB)."""
   net = model.create_model(config)
@@ -59,8 +57,9 @@ def layer_rows(config: ml_collections.ConfigDict) -> list[LayerRow]:
               'both towers' if layer.sees_both_towers else 'own tower')
       out = 'x'.join(map(str, shape))
       if layer.pool:
-        pooled = _pooled(shape[0], config.model.pool_window, config.model.pool_stride)
-        out += f' -> {pooled}x{pooled}x{shape[-1]}'
+        pooled = model.pooled_side(layer, shape[0], config.model.pool_window,
+                                   config.model.pool_stride)
+        out += f' -> {pooled}x{pooled}x{shape[-1]}' + (' avg' if layer.pool == 'avg' else '')
       kernels = f'{cout} of {kh}x{kw}x{cin}'
     else:
       sees, out, kernels = 'both towers', str(shape[-1]), f'{kernel.shape[1]} of {kernel.shape[0]}'

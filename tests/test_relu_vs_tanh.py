@@ -1,0 +1,129 @@
+"""Figure 1's experiment (experiments/relu_vs_tanh.py) on tiny generated image folders."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax.experiments import image_arrays, line_chart, relu_vs_tanh
+from alexnet_jax.runtime import errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_folder(root, sizes=None, per_class=12):
+  """train/<class>/*.png: dark or bright squares with noise, 16x16 unless `sizes` says."""
+  rng = np.random.default_rng(0)
+  for label, name in enumerate(('dark', 'light')):
+    os.makedirs(root / 'train' / name)
+    for i in range(per_class):
+      side = (sizes or {}).get((name, i), 16)
+      pixels = np.clip(60 + 120 * label + rng.normal(0, 30, (side, side, 3)), 0, 255)
+      Image.fromarray(pixels.astype(np.uint8)).save(root / 'train' / name / f'{i:03d}.png')
+  return root
+
+
+def test_epochs_to_threshold_is_the_first_epoch_at_or_below_it():
+  assert relu_vs_tanh.epochs_to_threshold([0.9, 0.5, 0.25, 0.1]) == 3
+  assert relu_vs_tanh.epochs_to_threshold([0.2, 0.3]) == 1
+  assert relu_vs_tanh.epochs_to_threshold([0.9, 0.26]) is None
+  assert relu_vs_tanh.epochs_to_threshold([]) is None
+  assert relu_vs_tanh.epochs_to_threshold([0.6, 0.4], threshold=0.5) == 2
+
+
+def run(activation, rate, seed, errors_per_epoch):
+  return {'activation': activation, 'learning_rate': rate, 'seed': seed,
+          'train_error': errors_per_epoch,
+          'epochs_to_threshold': relu_vs_tanh.epochs_to_threshold(errors_per_epoch)}
+
+
+def test_fastest_rate_per_activation_and_the_ratio():
+  runs = [run('relu', 0.01, 0, [0.5, 0.2]), run('relu', 0.01, 1, [0.5, 0.3, 0.2]),
+          run('relu', 0.02, 0, [0.2]), run('relu', 0.02, 1, [0.5, 0.4]),  # Seed 1 never.
+          run('tanh', 0.01, 0, [0.9] * 11 + [0.2]), run('tanh', 0.01, 1, [0.9] * 14 + [0.2]),
+          run('tanh', 0.04, 0, [0.9] * 20)]
+  result = relu_vs_tanh.summarise(runs, epochs=20, batch_size=8)
+  assert result['fastest']['relu'] == {'learning_rate': 0.01, 'seeds': [0, 1],
+                                       'epochs_to_threshold': [2, 3],
+                                       'mean_epochs_to_threshold': 2.5}
+  assert result['fastest']['tanh']['epochs_to_threshold'] == [12, 15]
+  assert result['ratio_tanh_to_relu'] == pytest.approx(13.5 / 2.5)
+  assert result['paper_ratio'] == 6.0 and result['threshold'] == 0.25
+  never = relu_vs_tanh.summarise(runs[:4] + runs[6:], epochs=20, batch_size=8)
+  assert never['fastest']['tanh'] is None and never['ratio_tanh_to_relu'] is None
+
+
+def test_sweep_writes_the_figure_and_the_curves(tmp_path):
+  folder = make_folder(tmp_path / 'images')
+  out = tmp_path / 'out'
+  lines = []
+  result = relu_vs_tanh.run_sweep(str(folder), str(out), epochs=2,
+                                  learning_rates={'relu': [0.002], 'tanh': [0.002]},
+                                  seeds=[0], batch_size=8, report=lines.append)
+  with Image.open(out / 'figure1.png') as figure:
+    assert figure.size == (800, 560) and figure.format == 'PNG'
+  saved = json.loads((out / 'figure1.json').read_text())
+  assert saved == json.loads(json.dumps(result))
+  assert [(r['activation'], r['learning_rate']) for r in saved['runs']] == [
+      ('relu', 0.002), ('tanh', 0.002)]
+  for r in saved['runs']:
+    assert len(r['train_error']) == len(r['seconds_per_epoch']) == 2  # 24 images: 3 batches.
+    assert all(0.0 <= e <= 1.0 for e in r['train_error'])
+    assert r['epochs_to_threshold'] == relu_vs_tanh.epochs_to_threshold(r['train_error'])
+  assert set(saved['fastest']) == {'relu', 'tanh'} and 'ratio_tanh_to_relu' in saved
+  assert lines[0] == '24 training images of 16x16, 2 classes; 2 runs of 2 epochs.'
+  assert any('s per epoch: about' in line for line in lines)
+
+
+def test_images_load_with_labels_by_sorted_class(tmp_path):
+  data = image_arrays.load_split(str(make_folder(tmp_path)), 'train')
+  assert data.images.shape == (24, 16, 16, 3) and data.images.dtype == np.uint8
+  assert data.classes == ('dark', 'light')
+  np.testing.assert_array_equal(data.labels, [0] * 12 + [1] * 12)
+  assert data.images[data.labels == 0].mean() < data.images[data.labels == 1].mean()
+
+
+def test_bad_folders_say_what_to_fix(tmp_path):
+  with pytest.raises(errors.UserError, match='train is not a folder: expected'):
+    image_arrays.load_split(str(tmp_path), 'train')
+  folder = make_folder(tmp_path / 'mixed', sizes={('light', 3): 20})
+  with pytest.raises(errors.UserError, match=r'light/003.png is 20x20 but .* is 16x16'):
+    image_arrays.load_split(str(folder), 'train')
+  small = make_folder(tmp_path / 'small', sizes={(c, i): 8 for c in ('dark', 'light')
+                                                  for i in range(12)})
+  with pytest.raises(errors.UserError, match='8x8: the net takes square images of at least '
+                                             '12x12'):
+    relu_vs_tanh.run_sweep(str(small), str(tmp_path / 'out'), epochs=1,
+                           learning_rates={'relu': [0.1], 'tanh': [0.1]}, seeds=[0])
+  with pytest.raises(errors.UserError, match='given twice'):
+    relu_vs_tanh.run_sweep(str(folder), str(tmp_path / 'out'), epochs=1,
+                           learning_rates={'relu': [0.1, 0.1], 'tanh': [0.1]}, seeds=[0])
+
+
+def test_command_names_a_bad_flag(tmp_path):
+  done = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.experiments.relu_vs_tanh', f'--folder={tmp_path}',
+       f'--out={tmp_path}', '--learning_rates_relu=0.01,fast'], cwd=REPO,
+      capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  assert 'Error: --learning_rates_relu=0.01,fast: expected comma-separated floats.' in done.stderr
+
+
+def test_dashed_lines_have_gaps_and_solid_ones_none(tmp_path):
+  assert [line_chart.nice_step(span) for span in (40, 0.8, 7, 1)] == [5, 0.1, 1, 0.1]
+  path = tmp_path / 'chart.png'
+  line_chart.draw(str(path), [line_chart.Series('solid', [0, 10], [0.5, 0.5], (0, 0, 255)),
+                              line_chart.Series('dashed', [0, 10], [0.2, 0.2], (255, 0, 0),
+                                                dashed=True)],
+                  x_max=10, y_max=1, x_label='x', y_label='y', title='t', size=(400, 300))
+  pixels = np.asarray(Image.open(path).convert('RGB'))
+  plot = slice(95, 345)  # Inside the axes, with nothing else on these rows.
+  solid_row = pixels[300 - 70 - round(0.5 * 180), plot]
+  dashed_row = pixels[300 - 70 - round(0.2 * 180), plot]
+  assert (solid_row == [0, 0, 255]).all(axis=1).all()
+  red = (dashed_row == [255, 0, 0]).all(axis=1)
+  assert 0.5 < red.mean() < 0.8  # 12 pixels on, 7 off.
