@@ -127,3 +127,15 @@ def test_dashed_lines_have_gaps_and_solid_ones_none(tmp_path):
   assert (solid_row == [0, 0, 255]).all(axis=1).all()
   red = (dashed_row == [255, 0, 0]).all(axis=1)
   assert 0.5 < red.mean() < 0.8  # 12 pixels on, 7 off.
+
+
+def test_a_run_stops_the_given_epochs_after_reaching_25_percent(tmp_path):
+  folder = make_folder(tmp_path / 'images')
+  data = image_arrays.load_split(str(folder), 'train')
+  mean = data.images.mean(axis=0).astype(np.float32)
+  run = relu_vs_tanh.train_run(data, mean, activation='relu', learning_rate=0.05, seed=0,
+                               epochs=8, batch_size=8, report=lambda line: None,
+                               epochs_after_threshold=1)
+  reached = run['epochs_to_threshold']
+  assert reached is not None and reached < 7  # Dark against light: learnt at once.
+  assert len(run['train_error']) == reached + 1

@@ -54,8 +54,12 @@ def epochs_to_threshold(errors: Sequence[float], threshold: float = THRESHOLD) -
 
 def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: str,
               learning_rate: float, seed: int, epochs: int, batch_size: int,
-              report: Callable[[str], None]) -> dict:
-  """Trains one net; returns its record: settings, training error and seconds per epoch."""
+              report: Callable[[str], None], epochs_after_threshold: int | None = None) -> dict:
+  """Trains one net; returns its record: settings, training error and seconds per epoch.
+
+  With `epochs_after_threshold`, the run stops that many epochs after its training error
+  first reaches 25% (the figure's question is answered by then), else after `epochs`.
+  """
   config = figure1.get_config()
   config.seed = seed  # Initial weights and the order of the images.
   config.model.activation = activation
@@ -91,6 +95,10 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
              f"({record['seconds_per_epoch'][-1]:.1f} s)"
              + (', diverged: stopped' if record['diverged'] else ''))
       if record['diverged']:
+        break
+      reached = epochs_to_threshold(record['train_error'])
+      if (epochs_after_threshold is not None and reached
+          and epoch >= reached + epochs_after_threshold):
         break
   record['epochs_to_threshold'] = (
       None if record['diverged'] else epochs_to_threshold(record['train_error']))
@@ -166,6 +174,7 @@ def draw_figure(path: str, result: dict) -> None:
 
 def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, Sequence[float]],
               seeds: Sequence[int], batch_size: int = 128,
+              epochs_after_threshold: int | None = None,
               report: Callable[[str], None] = print) -> dict:
   """Trains every (activation, learning rate, seed), writing the figure and the JSON to
   `out` after each run; returns the JSON's content."""
@@ -193,7 +202,8 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
   result = {}
   for activation, rate, seed in plan:
     run = train_run(data, mean, activation=activation, learning_rate=rate, seed=seed,
-                    epochs=epochs, batch_size=batch_size, report=report)
+                    epochs=epochs, batch_size=batch_size, report=report,
+                    epochs_after_threshold=epochs_after_threshold)
     runs.append(run)
     epoch_seconds += run['seconds_per_epoch'][1:]  # The first epoch also compiles.
     result = summarise(runs, epochs=epochs, batch_size=batch_size)
@@ -204,7 +214,7 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
     if left and epoch_seconds:
       report(f'{np.median(epoch_seconds):.1f} s per epoch: about '
              f'{left * np.median(epoch_seconds) / 60:.0f} min for the {left} epochs left '
-             '(less if a run diverges).')
+             '(less if a run diverges or stops after reaching 25%).')
   ratio = result['ratio_tanh_to_relu']
   report('tanh needs ' + (f'{ratio:.2f}x the epochs of ReLU to reach 25% (paper: 6x).'
                           if ratio else 'an unknown multiple: a net never reached 25% '
@@ -229,7 +239,9 @@ def main(argv):
   run_sweep(FLAGS.folder, FLAGS.out, epochs=FLAGS.epochs,
             learning_rates={'relu': _numbers('learning_rates_relu', float),
                             'tanh': _numbers('learning_rates_tanh', float)},
-            seeds=_numbers('seeds', int), batch_size=FLAGS.batch_size)
+            seeds=_numbers('seeds', int), batch_size=FLAGS.batch_size,
+            epochs_after_threshold=(None if FLAGS.epochs_after_threshold < 0
+                                    else FLAGS.epochs_after_threshold))
 
 
 if __name__ == '__main__':
@@ -243,5 +255,7 @@ if __name__ == '__main__':
   flags.DEFINE_list('seeds', ['0'], 'One run per seed (initial weights, image order).')
   flags.DEFINE_integer('batch_size', 128, 'Images per update (cuda-convnet: 128).',
                        lower_bound=1)
+  flags.DEFINE_integer('epochs_after_threshold', -1, 'Stop a run this many epochs after it '
+                       'first reaches 25% training error; -1: run all --epochs.')
   flags.mark_flags_as_required(['folder', 'out'])
   command_line.run(main)
