@@ -12,6 +12,7 @@ from PIL import Image
 
 from alexnet_jax import kernel_picture, train
 from alexnet_jax.experiments import conv1_kernels
+import torch_zip
 from test_metric_writer import read_events
 from test_train import data_dir, tiny_config  # pylint: disable=unused-import  (a fixture)
 
@@ -125,3 +126,18 @@ def test_the_command_draws_a_runs_checkpoint(trained_run, tmp_path):
   assert missing.returncode == 2
   assert 'No finished checkpoint for step 7' in missing.stderr
   assert 'Give --step=<one of them>, or -1 for the latest.' in missing.stderr
+
+
+def test_a_torchvision_files_conv1_is_drawn_as_one_tower(tmp_path):
+  weights = np.zeros((64, 3, 11, 11), np.float32)  # OIHW.
+  weights[0, 1] = 1.0  # Kernel 1: green only.
+  weights[1] = 1.0  # Kernel 2: grey.
+  path = str(tmp_path / 'alexnet.pth')
+  torch_zip.write(path, {'features.0.weight': weights,
+                         'features.0.bias': np.zeros(64, np.float32)})
+  summary = conv1_kernels.file_figure(path, str(tmp_path / 'out'))
+  assert summary['kernels'] == '64 of 11x11x3' and summary['towers'] == 1
+  assert summary['chroma_share_per_kernel'][:2] == [round(2 / 3, 4), 0.0]  # Rounded in JSON.
+  with Image.open(tmp_path / 'out' / 'conv1_kernels_alexnet.png') as picture:
+    assert np.asarray(picture).shape == kernel_picture.kernel_grid(
+        weights.transpose(2, 3, 1, 0), towers=1).shape  # Rows of 16: 4 rows.

@@ -3,6 +3,8 @@ colour-specific each tower's kernels are.
 
   python -m alexnet_jax.experiments.conv1_kernels --workdir=runs/alexnet
   python -m alexnet_jax.experiments.conv1_kernels --workdir=runs/alexnet --step=50000
+  python -m alexnet_jax.experiments.conv1_kernels --weights=alexnet-owt-7be5be79.pth \
+      --out_dir=figures
 
 The picture is kernel_picture.kernel_grid's: the 96 kernels of 11x11x3 in rows of 16,
 tower 1's 48 on the upper three rows, tower 2's 48 on the lower three, one contrast scale
@@ -16,7 +18,8 @@ weights, §5) measure 2/3 on average, so a colour-agnostic tower is one well bel
 
 Writes `conv1_kernels_step<N>.png` and `.json` to --out_dir (default WORKDIR/figures) and
 prints the per-tower shares. `write_figure` does the same for any HWIO array of RGB
-kernels, e.g. a one-tower net's (torchvision's 64).
+kernels; `--weights` draws a torchvision state dict's conv1 (`features.0.weight`, 64
+kernels, one tower) as `conv1_kernels_<file name>.png` in --out_dir.
 """
 
 import json
@@ -28,9 +31,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from alexnet_jax import kernel_picture, saved_config
+from alexnet_jax import kernel_picture, saved_config, weight_files
 from alexnet_jax.experiments import trained_net
-from alexnet_jax.runtime import command_line
+from alexnet_jax.runtime import command_line, errors
 
 FLAGS = flags.FLAGS
 
@@ -89,9 +92,28 @@ def format_summary(summary: dict) -> str:
   return '\n'.join(lines)
 
 
+def file_figure(path: str, out_dir: str) -> dict:
+  """Figure 3's picture and shares for the conv1 of a torchvision state dict at `path`."""
+  state = weight_files.read_state_dict(path)
+  if 'features.0.weight' not in state:
+    raise errors.UserError(f'{path} has no features.0.weight (torchvision AlexNet\'s conv1).')
+  os.makedirs(out_dir, exist_ok=True)
+  name = os.path.splitext(os.path.basename(path))[0]
+  return write_figure(state['features.0.weight'].transpose(2, 3, 1, 0), 1, out_dir,
+                      f'conv1_kernels_{name}', os.path.abspath(path))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if bool(FLAGS.weights) == bool(FLAGS.workdir):
+    raise errors.UserError('Give either --workdir=RUN (a training run) or --weights=FILE (a '
+                           'torchvision state dict).')
+  if FLAGS.weights:
+    if not FLAGS.out_dir:
+      raise errors.UserError('--weights needs --out_dir: where to write the figure.')
+    print(format_summary(file_figure(FLAGS.weights, FLAGS.out_dir)))
+    return
   config, out_dir = trained_net.start()
   _, _, params, step = trained_net.restore(config, FLAGS.workdir,
                                            None if FLAGS.step < 0 else FLAGS.step)
@@ -102,5 +124,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  trained_net.define_flags()
+  trained_net.define_flags(workdir_required=False)
+  flags.DEFINE_string('weights', None, 'Instead of --workdir: a torchvision state dict '
+                      '(.pth, .npz, .safetensors) whose conv1 to draw.')
   command_line.run(main, saved_config.argv_with_saved_config(sys.argv))

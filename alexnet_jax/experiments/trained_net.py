@@ -20,14 +20,15 @@ from alexnet_jax.runtime import command_line, errors
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(workdir_required: bool = True) -> None:
   """--config, --workdir, --step, --out_dir; call it in a command's `__main__` block."""
   config_flags.DEFINE_config_file(
       'config', None, 'Config file (configs/*.py[:arg]); default: the one saved in --workdir.',
       lock_config=True)
   flags.DEFINE_string('workdir', None, 'The training run to read (python -m alexnet_jax.main '
                       '--workdir=...).')
-  flags.mark_flags_as_required(['workdir'])
+  if workdir_required:
+    flags.mark_flags_as_required(['workdir'])
   flags.DEFINE_integer('step', -1, 'Which checkpoint; -1: the latest.')
   flags.DEFINE_string('out_dir', '', 'Where the figure and its numbers go; default '
                       'WORKDIR/figures.')
