@@ -1,5 +1,7 @@
 """Fine-tuning torchvision's pretrained AlexNet on Dogs vs Cats (not in the paper).
 
+  python -m alexnet_jax.data.prepare --config=configs/dogs_vs_cats.py \
+      --config.data.folder=/path/to/cats_vs_dogs
   python -m alexnet_jax.main --config=configs/dogs_vs_cats.py --workdir=runs/dogs_vs_cats \
       --config.data.folder=/path/to/cats_vs_dogs \
       --config.model.pretrained=/path/to/alexnet-torchvision-features.pth
@@ -9,7 +11,14 @@ Kaggle subset: 2,000 training and 1,000 validation photos). The weights file may
 torchvision's whole `alexnet-owt-7be5be79.pth` or only its convolutional layers; fc8 (two
 classes here) and whatever the file lacks start fresh. The recipe: torchvision's net and
 preprocessing, the pretrained conv1-conv5 frozen (`optimizer.lr_multipliers`; the paper's
-update rule for the rest), fc6-fc8 trained with the paper's augmentation and dropout.
+update rule for the rest), fc6-fc8 trained for 8 epochs with the paper's augmentation and
+dropout.
+
+Measured on a 2-core CPU from `alexnet-torchvision-features.pth` (conv1-conv5 only):
+95.8% validation accuracy on the centre crop (96.3% with ten patches), 95.4% after the
+first epoch; 8 epochs take about 5 minutes on a quiet machine (README.md, "Pretrained
+weights, fine-tuning and prediction"). From random initialisation the same recipe stays
+at chance (50%).
 """
 
 from configs import torchvision_alexnet
