@@ -94,12 +94,14 @@ def _eval_batches(config: ml_collections.ConfigDict, mesh: Mesh):
   return pipeline.create_eval_iterator(config, shard_index=index, shard_count=count)
 
 
-def _error_table(results: dict[str, float]) -> str:
-  lines = [f"Validation, {results['count']} images   top-1 error   top-5 error"]
+def _error_table(results: dict[str, float], num_classes: int) -> str:
+  """The errors as a table; top-5 only when there are more than 5 classes (else it is 0)."""
+  top5 = num_classes > 5
+  lines = [f"Validation, {results['count']} images   top-1 error" + '   top-5 error' * top5]
   for prefix, title in (('centre', 'centre patch'), ('ten_patch', 'ten patches (§4.1)')):
     if f'{prefix}_top1_error' in results:
       lines.append(f"{title:<27}{100 * results[f'{prefix}_top1_error']:>10.2f}%"
-                   f"{100 * results[f'{prefix}_top5_error']:>13.2f}%")
+                   + f"{100 * results[f'{prefix}_top5_error']:>13.2f}%" * top5)
   return '\n'.join(lines)
 
 
@@ -280,7 +282,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       timing = 'compiled and ran in ' + chrono.format_duration(time.time() - window['first'])
     _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
          f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
-         f"top-5 err {100 * metrics['top5_error']:.1f}% lr {metrics['learning_rate']:.2g} "
+         + (f"top-5 err {100 * metrics['top5_error']:.1f}% " if config.model.num_classes > 5
+            else '')
+         + f"lr {metrics['learning_rate']:.2g} "
          f'{timing}')
     window.update(sums=None, steps=0, first=None)
     clock.reset(step)
@@ -297,7 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
     _write_conv1_kernels(writer, step, state.params, config.model.towers)
     writer.flush()
-    _say(f'step {step}: ' + _error_table(results).replace('\n', ' | '))
+    table = _error_table(results, config.model.num_classes)
+    _say(f'step {step}: ' + table.replace('\n', ' | '))
     save(step, results['centre_top1_error'])
 
   preempted, exit_code = False, 0
@@ -339,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              'history': history, 'train_history': train_history}
   _write_json(os.path.join(workdir, 'results.json'), results)
   if final:
-    _say(_error_table(final))
+    _say(_error_table(final, config.model.num_classes))
   return results
 
 
@@ -407,5 +412,5 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> dic
   _write_json(os.path.join(workdir, 'eval_config.json'), json.loads(config.to_json_best_effort()))
   _write_json(os.path.join(workdir, 'eval_results.json'),
               {'checkpoints': sources, 'split': config.data.eval_split, **results})
-  _say(_error_table(results))
+  _say(_error_table(results, config.model.num_classes))
   return results

@@ -280,3 +280,10 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
                            text=True, timeout=120)
   assert nowhere.returncode == 2 and 'holds no run to resume, so --config is required' in (
       nowhere.stderr)
+
+
+def test_top5_errors_are_shown_only_for_more_than_five_classes():
+  results = {'count': 8, 'centre_top1_error': 0.25, 'centre_top5_error': 0.0}
+  two = train._error_table(results, num_classes=2)
+  assert 'top-5' not in two and '25.00%' in two
+  assert 'top-5 error' in train._error_table(results, num_classes=10)
