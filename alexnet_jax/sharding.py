@@ -7,6 +7,7 @@ and replicated over `data`; optimizer state follows the parameters.
 """
 
 import functools
+import os
 
 import jax
 import ml_collections
@@ -16,10 +17,23 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from alexnet_jax.runtime import errors
 
 AXES = ('data', 'tower')
+# Forced CPU devices share the host's cores with whatever else runs there, so one device
+# may reach a collective (the towers' all-gathers) long after the other. XLA:CPU aborts
+# the process once a collective has waited 40 s (it did, on a 2-core machine running two
+# jobs); these flags let it wait 10 minutes, warning after 2.
+PATIENT_CPU_COLLECTIVES = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120',
+                           '--xla_cpu_collective_call_terminate_timeout_seconds=600')
+
+
+def patient_xla_flags(xla_flags: str) -> str:
+  """`xla_flags` plus PATIENT_CPU_COLLECTIVES where it does not set them itself."""
+  extra = [f for f in PATIENT_CPU_COLLECTIVES if f.split('=')[0] not in xla_flags]
+  return ' '.join([xla_flags.strip()] + extra).strip()
 
 
 def use_host_devices(count: int) -> None:
   """Runs JAX on `count` CPU devices forced on the host; call before JAX starts a backend."""
+  os.environ['XLA_FLAGS'] = patient_xla_flags(os.environ.get('XLA_FLAGS', ''))
   jax.config.update('jax_platforms', 'cpu')
   jax.config.update('jax_num_cpu_devices', count)
 

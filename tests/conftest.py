@@ -2,5 +2,9 @@
 
 import os
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+from alexnet_jax import sharding  # Imports JAX; starts no backend.
+
+# Patient collectives: tests run beside other work on small CI machines (sharding.py).
+os.environ['XLA_FLAGS'] = sharding.patient_xla_flags(
+    os.environ.get('XLA_FLAGS', '--xla_force_host_platform_device_count=8'))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')

@@ -1,5 +1,7 @@
 """Tower placement: locality of the towers, and identical results on every mesh."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +150,14 @@ def test_uneven_processes_are_refused():
   with pytest.raises(ValueError, match=r'Process 0 holds the devices of data indices '
                      r'\[0, 1\].*same number of whole, aligned data indices'):
     sharding.data_shard(_Mesh([0, 0, 0, 1], 2, 2), 1)
+
+
+def test_forced_cpu_devices_wait_patiently_in_collectives():
+  flags = sharding.patient_xla_flags('--xla_force_host_platform_device_count=2')
+  assert flags.split() == ['--xla_force_host_platform_device_count=2',
+                           *sharding.PATIENT_CPU_COLLECTIVES]
+  assert sharding.patient_xla_flags(flags) == flags  # Never twice.
+  own = '--xla_cpu_collective_call_terminate_timeout_seconds=5'
+  assert sharding.patient_xla_flags(own).split() == [
+      own, sharding.PATIENT_CPU_COLLECTIVES[0]]  # The user's own setting stays.
+  assert '--xla_cpu_collective_call_terminate_timeout_seconds=600' in os.environ['XLA_FLAGS']
