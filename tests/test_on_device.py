@@ -8,12 +8,13 @@ evaluation step and an Orbax checkpoint saved from the device.
 
 Inputs are the synthetic source's shapes, scaled to unit size, through a net whose kernels
 are redrawn with std sqrt(2 / fan-in) and biases zero, so that activations keep their
-scale through the eight layers and the logits depend on the image. Errors are
+scale through the eight layers and the logits depend on the image. Logit errors are
 ||x - ref|| / ||ref - its mean over the batch|| (what differs between the examples).
-Tolerances: float32 1e-2, room for a GPU's TF32 convolutions and matmuls (10 mantissa
-bits); bfloat16 against float32 0.1 for logits (measured on CPU: 0.03), and for the
-updates of two training steps a cosine of at least 0.9 with float32's (measured on CPU:
-0.974 for conv1's kernels to 0.999 for fc8's).
+Tolerances, from bfloat16's errors against float32 measured on CPU (logits 0.03; the
+updates of two training steps 0.04 for fc8's kernels to 0.23 for conv1's, cosines 0.974
+to 0.999) and for float32 a GPU's TF32 convolutions and matmuls, whose operands keep 10
+mantissa bits to bfloat16's 7 (8 times less rounding): float32 logits and losses 1e-2,
+updates 0.1; bfloat16 logits and losses 0.1, updates a cosine of at least 0.9.
 """
 
 import functools
@@ -28,7 +29,8 @@ from configs import default
 
 CROP, IMAGE, BATCH = 67, 72, 8  # Small inputs, fast tests; the layers are the paper's.
 SCALE = 64.0  # Pixels (0..255) -> (pixels - 128) / SCALE: unit-sized inputs.
-TOLERANCE = {'float32': 1e-2, 'bfloat16': 0.1}
+TOLERANCE = {'float32': 1e-2, 'bfloat16': 0.1}  # Logits and losses.
+FLOAT32_UPDATES, BFLOAT16_COSINE = 0.1, 0.9
 
 
 def _config(layout='paper', dtype='float32'):
@@ -131,10 +133,10 @@ def test_training_steps_match_the_cpu(dtype):
     where = jax.tree_util.keystr(path)
     if dtype == 'float32':
       error = np.linalg.norm(update - ref) / np.linalg.norm(ref)
-      assert error < TOLERANCE[dtype], (where, error)
+      assert error < FLOAT32_UPDATES, (where, error)
     else:
       cosine = np.sum(update * ref) / np.linalg.norm(update) / np.linalg.norm(ref)
-      assert cosine > 0.9, (where, cosine)
+      assert cosine > BFLOAT16_COSINE, (where, cosine)
 
 
 @functools.cache
