@@ -55,13 +55,13 @@ def test_every_part_reported_and_passed(dry_run):
   versions = report['environment']['versions']
   assert {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy'} <= set(versions)
   assert report['environment']['jax']['platform'] == 'cpu'
-  assert 'GPU check (cpu)' in stdout and 'tests: 4 passed, 0 failed' in stdout
+  assert 'GPU check (cpu)' in stdout and 'tests: 5 passed, 0 failed' in stdout
 
 
 def test_the_parts_numbers(dry_run):
   out, report, _ = dry_run
   parts = report['parts']
-  assert (parts['tests']['passed'], parts['tests']['not_passed']) == (4, [])
+  assert (parts['tests']['passed'], parts['tests']['not_passed']) == (5, [])
   assert parts['demo']['step'] == 5 and 0 <= parts['demo']['final']['centre_top1_error'] <= 1
   (host,) = parts['pipeline']['runs'].values()
   assert 0 <= host['end_to_end']['data_wait_fraction'] < 1
@@ -83,7 +83,9 @@ def test_the_gpu_bench_runs_cover_both_nets_dtypes_and_batches():
       for dtype in ('bfloat16', 'float32') for batch in (1024, 128)}
   argv = runs[0].argv('x.json')
   assert argv[:2] == ['-m', 'alexnet_jax.tools.bench'] and '--config.mesh.tower=1' in argv
-  assert '--torch' in argv and '--torch_modes=eager,compile' in argv
+  assert '--torch' in argv and '--torch_modes=eager' in argv
+  assert {'--torch_modes=compile'} == {a for r in runs if r.name.endswith('-compile')
+                                       for a in r.argv('x.json') if a.startswith('--torch_')}
   assert '--notorch_channels_last' in gpu_check.BENCH_RUNS[-1].argv('x.json')
   torchvision = next(r for r in runs if r.layout == 'torchvision').argv('x.json')
   assert {'--config.model.layout=torchvision', '--config.model.towers=1'} <= set(torchvision)
@@ -130,21 +132,34 @@ def test_bench_summary_keeps_pytorchs_rows_or_why_there_are_none():
   assert gpu_check.bench_summary(report)['torch_skipped'] == 'PyTorch is not installed'
 
 
+def _torch_row(layout, mode, rate):
+  return {'layout': layout, 'mode': mode, 'channels_last': True, 'images_per_s': rate}
+
+
+def _runs(paper_name='paper-bf16'):
+  """Bench summaries: a paper run with both PyTorch twins, two torchvision runs without."""
+  return {
+      paper_name: {'layout': 'paper', 'dtype': 'bfloat16', 'batch': 8, 'images_per_s': 300.0,
+                   'torch': [_torch_row('paper', 'eager', 100.0),
+                             _torch_row('torchvision', 'compile', 200.0)]},
+      'tv-bf16': {'layout': 'torchvision', 'dtype': 'bfloat16', 'batch': 8,
+                  'images_per_s': 100.0},
+      'tv-f32': {'layout': 'torchvision', 'dtype': 'float32', 'batch': 8, 'images_per_s': 50.0}}
+
+
 def test_comparisons_take_the_fastest_pytorch_row_of_the_same_layout():
-  row = lambda layout, mode, rate: {'layout': layout, 'mode': mode, 'channels_last': True,
-                                    'images_per_s': rate}
-  runs = {'paper-bf16': {'layout': 'paper', 'dtype': 'bfloat16', 'batch': 8,
-                         'images_per_s': 300.0, 'torch': [row('paper', 'eager', 100.0),
-                                                          row('torchvision', 'compile', 200.0)]},
-          'tv-bf16': {'layout': 'torchvision', 'dtype': 'bfloat16', 'batch': 8,
-                      'images_per_s': 100.0},
-          'tv-f32': {'layout': 'torchvision', 'dtype': 'float32', 'batch': 8,
-                     'images_per_s': 50.0}}
-  found = {c['run']: c for c in gpu_check.comparisons(runs)}
+  found = {c['run']: c for c in gpu_check.comparisons(_runs())}
   assert set(found) == {'paper-bf16', 'tv-bf16'}  # No float32 PyTorch rows.
   assert found['paper-bf16']['jax_over_torch'] == 3.0
   assert found['tv-bf16']['torch_row'] == 'torchvision compile channels_last (run paper-bf16)'
   assert found['tv-bf16']['jax_over_torch'] == 0.5
+
+
+def test_targets_take_the_fastest_pytorch_row_of_any_layout():
+  assert gpu_check.targets(_runs()) == []  # No run of TARGETS' names.
+  assert gpu_check.targets(_runs('paper-bfloat16-1024')) == [
+      {'target': gpu_check.TARGETS[0][1], 'measured': 300.0, 'met': False},
+      {'target': gpu_check.TARGETS[2][1], 'measured': 1.5, 'met': True}]
 
 
 def test_a_child_past_its_limit_is_killed_with_what_it_started(tmp_path):

@@ -18,6 +18,7 @@ updates 0.1; bfloat16 logits and losses 0.1, updates a cosine of at least 0.9.
 """
 
 import functools
+import os
 
 import jax
 import numpy as np
@@ -63,6 +64,15 @@ def _shapes(size: int) -> np.ndarray:
 def _batch() -> dict:
   return {'image': (_shapes(CROP).astype(np.float32) - 128) / SCALE,
           'label': np.arange(BATCH, dtype=np.int32) % 10}
+
+
+def test_the_default_device_is_the_one_expected():
+  """gpu_check.py names the platform (ALEXNET_TEST_PLATFORM=gpu): JAX must not have fallen
+  back to the CPU, where these tests would compare the CPU with itself."""
+  expected = os.environ.get('ALEXNET_TEST_PLATFORM')
+  if not expected:
+    pytest.skip('ALEXNET_TEST_PLATFORM is not set (tools/gpu_check.py sets it).')
+  assert _device('default').platform == expected
 
 
 @functools.cache
