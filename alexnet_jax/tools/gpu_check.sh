@@ -12,7 +12,8 @@
 #
 # The wheels in .gpu_wheels/ are installed first where any of them is not installed yet,
 # with --no-index --no-deps: nothing is downloaded, and nothing else (never jax or torch)
-# is installed or upgraded. $PYTHON (default python3) runs everything.
+# is installed or upgraded, except the machine's protobuf where the project does not
+# import with it (.gpu_wheels/protobuf/). $PYTHON (default python3) runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
@@ -27,6 +28,12 @@ PY
 then
   echo "Installing ${#wheels[@]} wheels from .gpu_wheels/"
   "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
-      --root-user-action=ignore "${wheels[@]}"
+      "${wheels[@]}"
+  if ! problem=$("$PYTHON" -c 'import alexnet_jax.train, alexnet_jax.tools.bench' 2>&1) \
+      && [[ "$problem" == *[Pp]rotobuf* ]]; then
+    echo "This protobuf is too old for the carried packages: installing .gpu_wheels/protobuf/"
+    "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
+        --upgrade .gpu_wheels/protobuf/*.whl
+  fi
 fi
 exec "$PYTHON" -m alexnet_jax.tools.gpu_check "$@"

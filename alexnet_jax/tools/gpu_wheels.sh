@@ -24,6 +24,10 @@ NEEDED=(dm-tree==0.1.10 docstring-parser==0.18.0 googleapis-common-protos==1.76.
 # tensorflow-datasets imports promise, which is published as source only: built here
 # (pure Python, so the wheel fits any Python 3).
 SOURCE_ONLY=(promise==2.3)
+# The GPU machine has a protobuf of its own; gpu_check.sh installs this one (CI's) only if
+# the project does not import with that one (tensorflow-metadata's generated code needs
+# protobuf 6.31.1 or newer).
+PROTOBUF=protobuf==7.36.2
 
 specs=()
 for name in "${REQUIRED[@]}"; do
@@ -38,16 +42,18 @@ mkdir -p "$DEST"
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     -d "$DEST" "${specs[@]}" "${NEEDED[@]}"
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux2014_x86_64 -d "$DEST/protobuf" "$PROTOBUF"
 "$PYTHON" -m pip wheel --quiet --no-deps --no-binary=:all: -w "$DEST" "${SOURCE_ONLY[@]}"
 
-count=$(ls "$DEST"/*.whl | wc -l)
-expected=$(( ${#specs[@]} + ${#NEEDED[@]} + ${#SOURCE_ONLY[@]} ))
+count=$(ls "$DEST"/*.whl "$DEST"/protobuf/*.whl | wc -l)
+expected=$(( ${#specs[@]} + ${#NEEDED[@]} + ${#SOURCE_ONLY[@]} + 1 ))
 if [ "$count" -ne "$expected" ]; then
   echo "$DEST holds $count wheels, not $expected: one per package." >&2
   exit 1
 fi
-ls -l "$DEST" | awk 'NR > 1 {printf "%10d  %s\n", $5, $9}'
-bytes=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
+(cd "$DEST" && ls -l *.whl protobuf/*.whl) | awk '{printf "%10d  %s\n", $5, $9}'
+bytes=$(du -cb "$DEST"/*.whl "$DEST"/protobuf/*.whl | tail -1 | cut -f1)
 tree=$(git ls-files -z -co --exclude-standard | du --files0-from=- -cb | tail -1 | cut -f1)
 echo "$count wheels, $((bytes / 1024)) KiB; with the working tree that travels:" \
      "$(( (bytes + tree) / 1048576 )) MiB of 64."
