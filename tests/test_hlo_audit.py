@@ -1,5 +1,6 @@
 """The compiled training step moves data only where the paper's GPUs communicated."""
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,28 @@ def test_parses_every_replica_group_notation(groups, axes):
   (c,) = hlo_audit.parse_collectives(line, mesh)
   assert c.kind == 'all-reduce' and c.axes == axes
   assert c.bytes == 4 * 4 + 2 * 6 and c.layers == ('fc7',)
+
+
+@pytest.mark.parametrize('tower', [2, 1])
+def test_one_data_parallel_replica_passes_and_writes_json(tmp_path, tower):
+  """mesh.data=1 (one GPU: tower=1; two devices: tower=2): nothing is summed over 'data'."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = tmp_path / 'audit.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.tools.hlo_audit', '--config=configs/default.py',
+       f'--cpu_devices={tower}', f'--config.mesh.tower={tower}', '--config.train.batch_size=8',
+       '--config.eval.batch_size=8', '--config.data.crop_size=64',
+       '--config.model.num_classes=10', f'--json={path}'],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  with open(path) as f:
+    report = json.load(f)
+  assert report['mesh'] == {'data': 1, 'tower': tower} and report['problems'] == []
+  train = report['train_step']
+  assert train['totals']['data'] == {'count': 0, 'bytes': 0}
+  assert train['totals']['tower']['count'] == (12 if tower == 2 else 0)
+  # XLA may keep the gradients' all-reduce over a group of one device: it spans no axis.
+  assert all(c['axes'] in (['tower'], []) for c in train['collectives'])
 
 
 def test_report_lists_totals_per_axis():

@@ -12,9 +12,11 @@ only reductions (gradients, loss, metrics), never a gather of the batch.
       --config.mesh.tower=1
 
 --cpu_devices plans a mesh on forced host devices; without it the real devices are used.
+--json=PATH also writes the audit as JSON (`report`).
 """
 
 import dataclasses
+import json
 import math
 import re
 
@@ -174,6 +176,15 @@ def format_report(collectives: list[Collective]) -> str:
   return '\n'.join(rows)
 
 
+def report(collectives: list[Collective]) -> dict:
+  """The collectives and their totals per mesh axis, as JSON-able values."""
+  totals = {}
+  for axis in ('tower', 'data'):
+    crossing = [c for c in collectives if axis in c.axes]
+    totals[axis] = {'count': len(crossing), 'bytes': sum(c.bytes for c in crossing)}
+  return {'collectives': [dataclasses.asdict(c) for c in collectives], 'totals': totals}
+
+
 def audit_train_step(config) -> tuple[list[Collective], Mesh]:
   """Compiles the training step of `config` on its mesh (abstract inputs) and audits it."""
   mesh = sharding.make_mesh(config)
@@ -195,7 +206,13 @@ def audit_train_step(config) -> tuple[list[Collective], Mesh]:
 
 
 def train_step_violations(config, collectives: list[Collective], mesh: Mesh) -> list[str]:
-  """`violations` of a training step's collectives, gradients allowed over 'data'."""
+  """`violations` of a training step's collectives, gradients allowed over 'data'.
+
+  With one data-parallel replica (mesh.data=1: one GPU, or the two towers alone) nothing
+  is summed over 'data', gradients included.
+  """
+  if mesh.shape['data'] == 1:
+    return violations(collectives)
   state = train_step.abstract_train_state(config, model.create_model(config), mesh)
   return violations(collectives, gradient_elements(state))
 
@@ -234,18 +251,26 @@ def main(argv):
         f"mesh data={mesh.shape['data']} x tower={mesh.shape['tower']}, "
         f'global batch {config.train.batch_size}:')
   print(format_report(collectives))
-  collectives, _ = audit_eval_step(config)
-  problems += violations(collectives)
+  eval_collectives, _ = audit_eval_step(config)
+  problems += violations(eval_collectives)
   print(f'\nEvaluation step (ten patches: {config.eval.ten_patch}), batch '
         f'{config.eval.batch_size}:')
-  print(format_report(collectives))
+  print(format_report(eval_collectives))
   print('\n'.join(problems) if problems else
         'OK: the towers exchange data only at conv3 and the fully connected layers.')
+  if FLAGS.json:
+    device = mesh.devices.flat[0]
+    with open(FLAGS.json, 'w') as f:
+      json.dump({'platform': device.platform, 'device_kind': device.device_kind,
+                 'mesh': {'data': mesh.shape['data'], 'tower': mesh.shape['tower']},
+                 'batch': config.train.batch_size, 'train_step': report(collectives),
+                 'eval_step': report(eval_collectives), 'problems': problems}, f, indent=2)
   return 1 if problems else 0
 
 
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
   flags.DEFINE_integer('cpu_devices', 0, 'Force this many host CPU devices (0: real devices).')
+  flags.DEFINE_string('json', '', 'Also write the audit here as JSON.')
   flags.mark_flags_as_required(['config'])
   command_line.run(main)
