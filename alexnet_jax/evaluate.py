@@ -37,18 +37,21 @@ def _error_sums(probs: jax.Array, labels: jax.Array, mask: jax.Array, prefix: st
     return {f'{prefix}_{name}': jnp.sum(value * mask) for name, value in errors.items()}
 
 
-def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Callable:
+def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
+                   ten_patch: bool | None = None) -> Callable:
   """The jitted step: (params_list, batch, stats) -> sums of errors over the batch.
 
   batch: 'image' uint8 (b, size, size, 3), 'label', 'mask', split over 'data'. Call it
-  inside `jax.set_mesh(mesh)`.
+  inside `jax.set_mesh(mesh)`. `ten_patch`: also the ten-patch errors (default:
+  config.eval.ten_patch).
   """
   crop = config.data.crop_size
+  ten_patch = config.eval.ten_patch if ten_patch is None else ten_patch
 
   def eval_fn(params_list, batch, stats):
     mask = batch['mask'].astype(jnp.float32)
     labels = batch['label']
-    if config.eval.ten_patch:
+    if ten_patch:
       patches = augment.ten_patches(batch['image'], stats, crop)  # (10, b, c, c, 3)
       b = patches.shape[1]
       # Example-major, so each device keeps the patches of its own examples.
@@ -60,7 +63,7 @@ def make_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh) -> Call
       centre = _softmax_of(model, params_list,
                            augment.center_patch(batch['image'], stats, crop))
     sums = {'count': jnp.sum(mask), **_error_sums(centre, labels, mask, 'centre')}
-    if config.eval.ten_patch:
+    if ten_patch:
       sums.update(_error_sums(ten, labels, mask, 'ten_patch'))
     return sums
 

@@ -109,7 +109,8 @@ def get_config():
   # --- Evaluation (§4.1 test-time patches) -------------------------------------------------
   config.eval = ev = ml_collections.ConfigDict()
   ev.batch_size = 128
-  ev.ten_patch = True  # Also report the ten-patch (corners + centre, flipped) error.
+  ev.ten_patch = True  # Also report the ten-patch (corners + centre, flipped) error: at
+  #   the last evaluation of a training run (the others use the centre patch) and in eval.only.
   ev.only = False  # Evaluate a checkpoint and exit (no training).
   ev.checkpoint_step = -1  # Which checkpoint for eval.only; -1: the latest.
   ev.ensemble_workdirs = ''  # Comma-separated workdirs whose softmax outputs are averaged.

@@ -287,3 +287,11 @@ def test_top5_errors_are_shown_only_for_more_than_five_classes():
   two = train._error_table(results, num_classes=2)
   assert 'top-5' not in two and '25.00%' in two
   assert 'top-5 error' in train._error_table(results, num_classes=10)
+
+
+def test_ten_patches_only_at_the_last_evaluation(data_dir, tmp_path):
+  config = tiny_config(data_dir)  # Evaluations at steps 3 and 6 of 6.
+  results = train.train_and_evaluate(config, str(tmp_path))
+  first, last = results['history']
+  assert 'centre_top1_error' in first and 'ten_patch_top1_error' not in first
+  assert 'ten_patch_top1_error' in last and results['final'] == last
