@@ -235,8 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step_fn = train_step.make_train_step(config, net, mesh, schedule)
   # §4.1's ten patches cost ten forward passes: the last evaluation makes them (when
   # eval.ten_patch); the others, which the plateau rule reads, the centre patch only.
-  eval_steps = {False: evaluate.make_eval_step(config, net, mesh, ten_patch=False),
-                True: evaluate.make_eval_step(config, net, mesh)}
+  last_eval_step = evaluate.make_eval_step(config, net, mesh)
+  eval_step = (evaluate.make_eval_step(config, net, mesh, ten_patch=False)
+               if config.eval.ten_patch else last_eval_step)
 
   def stop_if_not_finite(step: int) -> None:
     """Raises, naming the step, once the loss or the weights are NaN or infinite."""
@@ -294,8 +295,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate_and_save(step: int) -> None:
     nonlocal state
-    results = evaluate.evaluate(eval_steps[step == total_steps], [state.params],
-                                _eval_batches(config, mesh), mesh, stats, progress=_say)
+    results = evaluate.evaluate(last_eval_step if step == total_steps else eval_step,
+                                [state.params], _eval_batches(config, mesh), mesh, stats,
+                                progress=_say)
     factor = plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
     # From the host (numpy), the same on every process: a jnp scalar would already sit on
     # one local device, which cannot be put on a sharding that spans processes.
