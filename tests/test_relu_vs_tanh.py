@@ -46,14 +46,14 @@ def test_fastest_rate_per_activation_and_the_ratio():
           run('relu', 0.02, 0, [0.2]), run('relu', 0.02, 1, [0.5, 0.4]),  # Seed 1 never.
           run('tanh', 0.01, 0, [0.9] * 11 + [0.2]), run('tanh', 0.01, 1, [0.9] * 14 + [0.2]),
           run('tanh', 0.04, 0, [0.9] * 20)]
-  result = relu_vs_tanh.summarise(runs, epochs=20, batch_size=8)
+  result = relu_vs_tanh.summarise(runs, {'epochs': 20, 'batch_size': 8})
   assert result['fastest']['relu'] == {'learning_rate': 0.01, 'seeds': [0, 1],
                                        'epochs_to_threshold': [2, 3],
                                        'mean_epochs_to_threshold': 2.5}
   assert result['fastest']['tanh']['epochs_to_threshold'] == [12, 15]
   assert result['ratio_tanh_to_relu'] == pytest.approx(13.5 / 2.5)
   assert result['paper_ratio'] == 6.0 and result['threshold'] == 0.25
-  never = relu_vs_tanh.summarise(runs[:4] + runs[6:], epochs=20, batch_size=8)
+  never = relu_vs_tanh.summarise(runs[:4] + runs[6:], {'epochs': 20})
   assert never['fastest']['tanh'] is None and never['ratio_tanh_to_relu'] is None
 
 
@@ -77,6 +77,40 @@ def test_sweep_writes_the_figure_and_the_curves(tmp_path):
   assert set(saved['fastest']) == {'relu', 'tanh'} and 'ratio_tanh_to_relu' in saved
   assert lines[0] == '24 training images of 16x16, 2 classes; 2 runs of 2 epochs.'
   assert any('s per epoch: about' in line for line in lines)
+
+
+def test_an_interrupted_sweep_resumes_after_its_last_finished_run(tmp_path, monkeypatch):
+  folder = make_folder(tmp_path / 'images')
+  out = tmp_path / 'out'
+  trained = []
+
+  def fake_run(data, mean, *, activation, learning_rate, seed, **unused):
+    trained.append((activation, learning_rate, seed))
+    errors_per_epoch = [0.5, 0.2] if activation == 'relu' else [0.5, 0.4, 0.2]
+    return {**run(activation, learning_rate, seed, errors_per_epoch),
+            'seconds_per_epoch': [1.0] * len(errors_per_epoch)}
+
+  monkeypatch.setattr(relu_vs_tanh, 'train_run', fake_run)
+  sweep = dict(epochs=3, seeds=[0], batch_size=8, report=lambda line: None)
+  relu_vs_tanh.run_sweep(str(folder), str(out), learning_rates={'relu': [0.1], 'tanh': [0.1]},
+                         **sweep)
+  assert trained == [('relu', 0.1, 0), ('tanh', 0.1, 0)]
+  lines = []
+  result = relu_vs_tanh.run_sweep(str(folder), str(out), **{**sweep, 'report': lines.append},
+                                  learning_rates={'relu': [0.1], 'tanh': [0.1, 0.2]})
+  assert trained[2:] == [('tanh', 0.2, 0)]  # Only the run the first sweep did not have.
+  assert 'of 3 epochs, 2 of them finished earlier' in lines[0]
+  assert [(r['activation'], r['learning_rate']) for r in result['runs']] == [
+      ('relu', 0.1), ('tanh', 0.1), ('tanh', 0.2)]
+  assert result['ratio_tanh_to_relu'] == 1.5
+  assert json.loads((out / 'figure1.json').read_text())['runs'] == result['runs']
+  with pytest.raises(errors.UserError, match=r'other settings \(epochs 3 there, 4 now\)'):
+    relu_vs_tanh.run_sweep(str(folder), str(out), **{**sweep, 'epochs': 4},
+                           learning_rates={'relu': [0.1], 'tanh': [0.1]})
+  (out / 'figure1.json').write_text('[1, 2]')
+  with pytest.raises(errors.UserError, match='is not a figure1.json this command wrote'):
+    relu_vs_tanh.run_sweep(str(folder), str(out), learning_rates={'relu': [0.1], 'tanh': [0.1]},
+                           **sweep)
 
 
 def test_images_load_with_labels_by_sorted_class(tmp_path):

@@ -15,6 +15,9 @@ the seeds) wins. Writes, to `--out`, after every run:
                 solid, tanh dashed, the 25% line dotted.
   figure1.json  every run's curve, the winners' epochs to 25% and their ratio (paper: 6).
 
+Run again with the same `--out` and settings, the command resumes an interrupted sweep: the
+runs figure1.json records are kept, the others trained.
+
 The training error of an epoch is the share of its training images that the net
 misclassified as it trained on them (the step's own outputs, before each update), as
 cuda-convnet reports it; each epoch visits the images in a new order, the last partial
@@ -122,13 +125,14 @@ def fastest(runs: Sequence[dict], activation: str) -> dict | None:
   return min(results, key=lambda r: r['mean_epochs_to_threshold'], default=None)
 
 
-def summarise(runs: Sequence[dict], *, epochs: int, batch_size: int) -> dict:
-  """The JSON record: the settings, every run, the winners and their ratio (tanh / ReLU)."""
+def summarise(runs: Sequence[dict], settings: dict) -> dict:
+  """The JSON record: the sweep's `settings` (epochs, batch_size, ...), every run, the
+  winners and their ratio (tanh / ReLU)."""
   best = {activation: fastest(runs, activation) for activation in ACTIVATIONS}
   ratio = None
   if best['relu'] and best['tanh']:
     ratio = best['tanh']['mean_epochs_to_threshold'] / best['relu']['mean_epochs_to_threshold']
-  return {'threshold': THRESHOLD, 'epochs': epochs, 'batch_size': batch_size,
+  return {'threshold': THRESHOLD, **settings,
           'momentum': figure1.get_config().optimizer.momentum,
           'train_error_definition': 'share of the training images misclassified during '
                                     'the epoch, before each update',
@@ -172,12 +176,34 @@ def draw_figure(path: str, result: dict) -> None:
             + (f', tanh needs {ratio:.1f}x the epochs' if ratio else ''))
 
 
+def finished_runs(path: str, settings: dict, plan: Sequence[tuple]) -> list[dict]:
+  """The runs of `plan` that an earlier, interrupted sweep with the same `settings` recorded
+  in `path` (its figure1.json): a sweep of many hours resumes after its last finished run."""
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+    recorded = {key: earlier.get(key) for key in settings}
+    runs = earlier['runs']
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise errors.UserError(f'{path} is not a figure1.json this command wrote ({e!r}): give '
+                           'another --out, or delete the file to start over.') from None
+  if recorded != settings:
+    differing = ', '.join(f'{key} {recorded[key]} there, {value} now'
+                          for key, value in settings.items() if recorded[key] != value)
+    raise errors.UserError(f'{path} holds a sweep with other settings ({differing}): give '
+                           'another --out, or the same settings to resume it.')
+  return [run for run in runs if (run['activation'], run['learning_rate'], run['seed']) in plan]
+
+
 def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, Sequence[float]],
               seeds: Sequence[int], batch_size: int = 128,
               epochs_after_threshold: int | None = None,
               report: Callable[[str], None] = print) -> dict:
   """Trains every (activation, learning rate, seed), writing the figure and the JSON to
-  `out` after each run; returns the JSON's content."""
+  `out` after each run; returns the JSON's content. Runs that `out` already records (same
+  settings) are kept, not trained again."""
   if set(learning_rates) != set(ACTIVATIONS) or not all(learning_rates.values()):
     raise errors.UserError(f'Give learning rates for each of {ACTIVATIONS}: got '
                            f'{dict(learning_rates)}.')
@@ -195,18 +221,24 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
     raise errors.UserError(f'{folder}/train has {len(data.images)} images, fewer than one '
                            f'batch of {batch_size}: lower --batch_size or add images.')
   mean = data.images.mean(axis=0, dtype=np.float64).astype(np.float32)  # §2: per pixel.
+  settings = {'epochs': epochs, 'batch_size': batch_size,
+              'epochs_after_threshold': epochs_after_threshold,
+              'training_images': len(data.images)}
   os.makedirs(out, exist_ok=True)
+  runs = finished_runs(os.path.join(out, 'figure1.json'), settings, plan)
   report(f'{len(data.images)} training images of {width}x{height}, {len(data.classes)} '
-         f'classes; {len(plan)} runs of {epochs} epochs.')
-  runs, epoch_seconds = [], []
-  result = {}
-  for activation, rate, seed in plan:
+         f'classes; {len(plan)} runs of {epochs} epochs'
+         + (f', {len(runs)} of them finished earlier (in {out}/figure1.json).' if runs else '.'))
+  epoch_seconds = [s for run in runs for s in run['seconds_per_epoch'][1:]]
+  result = summarise(runs, settings)
+  done = {(run['activation'], run['learning_rate'], run['seed']) for run in runs}
+  for activation, rate, seed in (p for p in plan if p not in done):
     run = train_run(data, mean, activation=activation, learning_rate=rate, seed=seed,
                     epochs=epochs, batch_size=batch_size, report=report,
                     epochs_after_threshold=epochs_after_threshold)
     runs.append(run)
     epoch_seconds += run['seconds_per_epoch'][1:]  # The first epoch also compiles.
-    result = summarise(runs, epochs=epochs, batch_size=batch_size)
+    result = summarise(runs, settings)
     with open(os.path.join(out, 'figure1.json'), 'w') as f:
       json.dump(result, f, indent=1)
     draw_figure(os.path.join(out, 'figure1.png'), result)
