@@ -26,6 +26,8 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 import tensorflow_datasets as tfds
+# The English names of ILSVRC-2012's classes, in the order of TFDS's imagenet2012 labels.
+from tensorflow_datasets.datasets.siscore import labels as imagenet_labels
 
 from alexnet_jax import model, saved_config, sharding, train
 from alexnet_jax.data import augment, decode, sources, statistics
@@ -65,11 +67,10 @@ def image_paths(arguments: list[str]) -> list[str]:
 
 def _imagenet_names() -> dict[str, str]:
   """ILSVRC-2012 wnid -> its first English name, from the lists tensorflow-datasets ships."""
-  from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(tfds.__file__), 'datasets', 'imagenet2012', 'labels.txt')
   with open(path) as f:
     wnids = f.read().split()
-  return {wnid: name.split(',')[0] for wnid, name in zip(wnids, labels.IMAGENET_LABELS_LIST)}
+  return {wnid: name.split(',')[0] for wnid, name in zip(wnids, imagenet_labels.IMAGENET_LABELS_LIST)}
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
