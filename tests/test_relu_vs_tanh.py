@@ -113,6 +113,33 @@ def test_an_interrupted_sweep_resumes_after_its_last_finished_run(tmp_path, monk
                            **sweep)
 
 
+def test_a_run_killed_after_an_epoch_resumes_exactly(tmp_path):
+  data = image_arrays.load_split(str(make_folder(tmp_path / 'images')), 'train')
+  mean = data.images.mean(axis=0).astype(np.float32)
+  settings = {'epochs': 3, 'batch_size': 8}
+  run = dict(activation='tanh', learning_rate=0.05, seed=0, epochs=3, batch_size=8,
+             settings=settings)
+  whole = relu_vs_tanh.train_run(data, mean, report=lambda line: None, **run)
+
+  def killed_after_epoch_2(line):
+    if 'epoch 2/3' in line:
+      raise KeyboardInterrupt
+  partial = str(tmp_path / 'unfinished.npz')
+  with pytest.raises(KeyboardInterrupt):
+    relu_vs_tanh.train_run(data, mean, report=killed_after_epoch_2, partial=partial, **run)
+  lines = []
+  resumed = relu_vs_tanh.train_run(data, mean, report=lines.append, partial=partial, **run)
+  assert lines[0] == f'tanh lr=0.05 seed=0: resumed after epoch 2 ({partial}).'
+  assert [line.split(':')[0] for line in lines[1:]] == ['tanh lr=0.05 seed=0 epoch 3/3']
+  assert resumed['train_error'] == whole['train_error']  # The same weights and image order.
+  assert len(resumed['seconds_per_epoch']) == 3 and not os.path.exists(partial)
+  with pytest.raises(KeyboardInterrupt):
+    relu_vs_tanh.train_run(data, mean, report=killed_after_epoch_2, partial=partial, **run)
+  with pytest.raises(errors.UserError, match='a sweep with other settings'):
+    relu_vs_tanh.train_run(data, mean, report=print, partial=partial,
+                           **{**run, 'settings': {'epochs': 4, 'batch_size': 8}})
+
+
 def test_images_load_with_labels_by_sorted_class(tmp_path):
   data = image_arrays.load_split(str(make_folder(tmp_path)), 'train')
   assert data.images.shape == (24, 16, 16, 3) and data.images.dtype == np.uint8

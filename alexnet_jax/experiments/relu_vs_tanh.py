@@ -16,7 +16,8 @@ the seeds) wins. Writes, to `--out`, after every run:
   figure1.json  every run's curve, the winners' epochs to 25% and their ratio (paper: 6).
 
 Run again with the same `--out` and settings, the command resumes an interrupted sweep: the
-runs figure1.json records are kept, the others trained.
+runs figure1.json records are kept, an unfinished run goes on from its last epoch (saved in
+`--out` as unfinished_*.npz after each), the others are trained.
 
 The training error of an epoch is the share of its training images that the net
 misclassified as it trained on them (the step's own outputs, before each update), as
@@ -55,13 +56,47 @@ def epochs_to_threshold(errors: Sequence[float], threshold: float = THRESHOLD) -
   return next((epoch for epoch, e in enumerate(errors, 1) if e <= threshold), None)
 
 
+def _save_partial(path: str, state, record: dict, order: np.random.Generator,
+                  settings: dict) -> None:
+  """The run after an epoch: its state's arrays, its record so far, the image order's
+  generator and the sweep's settings, written to a temporary file that then replaces
+  `path` (a kill leaves the previous epoch's file whole)."""
+  arrays = {f'leaf{i}': np.asarray(leaf) for i, leaf in enumerate(
+      jax.tree.leaves(jax.device_get(state)))}
+  meta = {'record': record, 'order': order.bit_generator.state, 'settings': settings}
+  with open(path + '.tmp', 'wb') as f:
+    np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+  os.replace(path + '.tmp', path)
+
+
+def _load_partial(path: str, state, order: np.random.Generator, settings: dict):
+  """(state, record) of the epochs `path` saved, the generator set where it stood; raises
+  a UserError if it was saved under other settings."""
+  with np.load(path) as saved:
+    meta = json.loads(str(saved['meta']))
+    if meta['settings'] != settings:
+      raise errors.UserError(f'{path} holds a run of a sweep with other settings '
+                             f"({meta['settings']}, now {settings}): delete it, or give "
+                             'another --out.')
+    leaves, treedef = jax.tree.flatten(state)
+    state = jax.tree.unflatten(treedef, [
+        jax.device_put(saved[f'leaf{i}'], leaf.sharding) for i, leaf in enumerate(leaves)])
+  order.bit_generator.state = meta['order']
+  return state, meta['record']
+
+
 def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: str,
               learning_rate: float, seed: int, epochs: int, batch_size: int,
-              report: Callable[[str], None], epochs_after_threshold: int | None = None) -> dict:
+              report: Callable[[str], None], epochs_after_threshold: int | None = None,
+              partial: str | None = None, settings: dict | None = None) -> dict:
   """Trains one net; returns its record: settings, training error and seconds per epoch.
 
   With `epochs_after_threshold`, the run stops that many epochs after its training error
   first reaches 25% (the figure's question is answered by then), else after `epochs`.
+  With `partial` (a file path), the run saves itself there after every epoch and, if the
+  file exists, resumes from it first, exactly (the same weights, velocity and image order
+  as without the interruption); `settings` must then match the ones saved with it. The
+  file is deleted once the run ends.
   """
   config = figure1.get_config()
   config.seed = seed  # Initial weights and the order of the images.
@@ -80,8 +115,12 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
   order = np.random.default_rng(seed)
   record = {'activation': activation, 'learning_rate': learning_rate, 'seed': seed,
             'train_error': [], 'seconds_per_epoch': [], 'diverged': False}
+  if partial and os.path.exists(partial):
+    state, record = _load_partial(partial, state, order, settings)
+    report(f'{activation} lr={learning_rate:g} seed={seed}: resumed after epoch '
+           f"{len(record['train_error'])} ({partial}).")
   with jax.set_mesh(mesh):
-    for epoch in range(1, epochs + 1):
+    for epoch in range(len(record['train_error']) + 1, epochs + 1):
       start = time.perf_counter()
       batches = order.permutation(len(data.images))[:steps * batch_size].reshape(steps, -1)
       step_errors = []
@@ -93,6 +132,8 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
       record['train_error'].append(float(np.mean(jax.device_get(step_errors))))
       record['seconds_per_epoch'].append(time.perf_counter() - start)
       record['diverged'] = int(state.first_bad_step) >= 0
+      if partial:
+        _save_partial(partial, state, record, order, settings)
       report(f'{activation} lr={learning_rate:g} seed={seed} epoch {epoch}/{epochs}: '
              f"training error {record['train_error'][-1]:.4f} "
              f"({record['seconds_per_epoch'][-1]:.1f} s)"
@@ -105,6 +146,8 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
         break
   record['epochs_to_threshold'] = (
       None if record['diverged'] else epochs_to_threshold(record['train_error']))
+  if partial and os.path.exists(partial):
+    os.remove(partial)
   return record
 
 
@@ -235,7 +278,8 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
   for activation, rate, seed in (p for p in plan if p not in done):
     run = train_run(data, mean, activation=activation, learning_rate=rate, seed=seed,
                     epochs=epochs, batch_size=batch_size, report=report,
-                    epochs_after_threshold=epochs_after_threshold)
+                    epochs_after_threshold=epochs_after_threshold, settings=settings,
+                    partial=os.path.join(out, f'unfinished_{activation}_{rate:g}_{seed}.npz'))
     runs.append(run)
     epoch_seconds += run['seconds_per_epoch'][1:]  # The first epoch also compiles.
     result = summarise(runs, settings)
