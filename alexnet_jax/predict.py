@@ -70,7 +70,8 @@ def _imagenet_names() -> dict[str, str]:
   path = os.path.join(os.path.dirname(tfds.__file__), 'datasets', 'imagenet2012', 'labels.txt')
   with open(path) as f:
     wnids = f.read().split()
-  return {wnid: name.split(',')[0] for wnid, name in zip(wnids, imagenet_labels.IMAGENET_LABELS_LIST)}
+  names = imagenet_labels.IMAGENET_LABELS_LIST
+  return {wnid: name.split(',')[0] for wnid, name in zip(wnids, names)}
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:

@@ -103,9 +103,6 @@ def top_k_errors(logits: jax.Array, labels: jax.Array, ks=(1, 5)) -> dict[str, j
   return {f'top{k}_error': ((rank >= k) | broken).astype(jnp.float32) for k in ks}
 
 
-CPU_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
-
-
 def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
                     schedule: Callable) -> Callable:
   """The jitted step: (state, batch, stats) -> (state, metrics); the state is donated.
@@ -155,5 +152,6 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
   # gradient before fc7's update) and copies every such weight first, 67 MB for fc7 alone;
   # its region analysis can, and drops the copies (the demo's step: 7 ms of 90).
   cpu = mesh.devices.flat[0].platform == 'cpu'
+  options = {'xla_cpu_copy_insertion_use_region_analysis': True} if cpu else None
   return jax.jit(step_fn, donate_argnums=(0,), out_shardings=out_shardings,
-                 compiler_options=CPU_COMPILER_OPTIONS if cpu else None)
+                 compiler_options=options)
