@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import lrn
+from alexnet_jax import lrn, max_pool
 
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet')
@@ -172,6 +172,8 @@ def pool_maps(x: jax.Array, layer: ConvLayer, window: int, stride: int) -> jax.A
   padding = 'VALID'
   if layer.pool_padding == 'convnet':
     padding = [_convnet_padding(x.shape[i], window, stride) for i in (1, 2)]
+  if layer.pool == 'max' and padding == 'VALID':
+    return max_pool.max_pool(x, window, stride)
   if layer.pool == 'max':  # The padding is -inf: a cut-off window takes the max of the rest.
     return nn.max_pool(x, (window,) * 2, strides=(stride,) * 2, padding=padding)
   # Padding counts as zeros: cuda-convnet divides a cut-off window's sum by window² too
