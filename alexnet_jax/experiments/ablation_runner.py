@@ -22,10 +22,10 @@ about 90 s there):
       --config.train.eval_every_steps=100000 --config.checkpoint.every_steps=300 \
       --config.train.log_every_steps=50 --config.data.worker_count=1
 
-Six runs (two baseline seeds, four variants) of 8 epochs: about 65-70 minutes on an idle
-2-core machine, an estimate from the 145 images/s and 90 s per evaluation measured for
-this config (README). With others on the cores it is slower: at a load average of 7,
-40 steps ran at 83 images/s and an evaluation took 270 s (about 2 hours in all).
+Six runs (two baseline seeds, four variants) of 8 epochs: 8-10 minutes each on a quiet
+2-core machine (145-155 images/s, the final ten-patch evaluation included; measured for
+docs/results.md, "Ablations"), about an hour in all. With others on the cores it is
+slower: at a load average of 7, 40 steps ran at 83 images/s and an evaluation took 270 s.
 
 It first prepares the data once (`python -m alexnet_jax.data.prepare`, a no-op when
 done), then runs, one after another, each in its own workdir OUT/<name>_seed<k>:
