@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 from alexnet_jax import lrn, max_pool
 
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
-INITS = ('paper', 'caffe', 'cuda-convnet')
+INITS = ('paper', 'caffe', 'cuda-convnet', 'he')
 REMOVABLE = ('', 'conv3', 'conv4', 'conv5')
 
 
@@ -137,6 +137,10 @@ def _initializers(layer: ConvLayer | DenseLayer, scheme: str):
   """Weight and bias initialisers of one layer under an init scheme (REFERENCE §4)."""
   if scheme not in INITS:
     raise ValueError(f'model.init={scheme!r}: use one of {INITS}.')
+  if scheme == 'he':  # Not the paper's: He et al. 2015, for inputs of unit scale.
+    variance = 1.0 if isinstance(layer, DenseLayer) and layer.last else 2.0  # No ReLU after fc8.
+    return (nn.initializers.variance_scaling(variance, 'fan_in', 'normal'),
+            nn.initializers.zeros)
   std = 0.01
   if scheme == 'caffe' and isinstance(layer, DenseLayer):
     std = layer.caffe_std

@@ -62,6 +62,12 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
                     f'{config.train.num_steps}: set one of them above 0.')
   if not 0.0 <= config.model.dropout_rate < 1.0:
     problems.append(f'model.dropout_rate={config.model.dropout_rate}: must be in [0, 1).')
+  if config.model.init == 'he' and config.data.mean != 'torchvision':
+    problems.append(
+        f"model.init='he' expects inputs of unit scale, but data.mean={config.data.mean!r} "
+        'feeds the net pixels on the 0..255 scale, where it diverges within a few steps: '
+        "set data.mean='torchvision' (pixels divided by ImageNet's deviations, about 58), "
+        "or use an initialisation made for that scale (model.init='caffe').")
   if config.model.lrn_size % 2 == 0:
     problems.append(f'model.lrn_size={config.model.lrn_size}: the window must be odd '
                     '(the paper uses 5).')

@@ -38,6 +38,7 @@ def get_config():
   model.remove_conv = ''  # '', 'conv3', 'conv4' or 'conv5': the depth ablation of §7.
   model.init = 'paper'  # 'paper': N(0, 0.01^2), biases 1 in conv2/4/5 and fc6/7 (§5).
   #   'caffe': std 0.01 (0.005 in fc6/fc7), biases 0.1. 'cuda-convnet': std 0.03 in conv3-5.
+  #   'he' (not the paper's): std sqrt(2 / fan-in), biases 0; needs data.mean='torchvision'.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.pretrained = ''  # A fresh run starts from these weights: torchvision AlexNet's
   #   state dict (.pth from torch.save, .npz or .safetensors; layout 'torchvision' only).

@@ -92,6 +92,10 @@ def test_summary_table_ends_with_totals():
      {'conv1': 0., 'conv2': .1, 'conv3': 0., 'fc6': .1, 'fc8': 0.}),
     ('cuda-convnet', {'conv1': .01, 'conv2': .01, 'conv3': .03, 'conv4': .03, 'conv5': .03,
                       'fc6': .01}, {'conv2': 1., 'conv3': 0.}),
+    # He et al.: sqrt(2 / fan-in), sqrt(1 / fan-in) for fc8 (no ReLU after it); biases 0.
+    ('he', {'conv1': (2 / (11 * 11 * 3)) ** .5, 'conv2': (2 / (5 * 5 * 48)) ** .5,
+            'conv3': (2 / (3 * 3 * 256)) ** .5, 'fc7': (2 / 4096) ** .5, 'fc8': (1 / 4096) ** .5},
+     {'conv1': 0., 'conv2': 0., 'fc6': 0., 'fc8': 0.}),
 ])
 def test_initialisation_schemes(scheme, stds, biases):
   config = make_config(init=scheme)

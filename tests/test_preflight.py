@@ -37,6 +37,16 @@ def test_learning_rate_multipliers_must_name_layers_of_the_net():
     preflight.check_config(config)
 
 
+def test_he_initialisation_needs_inputs_of_unit_scale():
+  config = demo.get_config()
+  preflight.check_config(config)  # The demo pairs them.
+  config.data.mean = 'dataset'
+  with pytest.raises(preflight.ConfigError,
+                     match=r"model.init='he' expects inputs of unit scale, but "
+                     r"data.mean='dataset'.*set data.mean='torchvision'"):
+    preflight.check_config(config)
+
+
 @pytest.mark.parametrize('layout,towers,smallest', [('paper', 2, 64), ('torchvision', 1, 63)])
 def test_crops_the_net_shrinks_to_nothing_are_refused(layout, towers, smallest):
   config = default.get_config()
