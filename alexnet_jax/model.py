@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import lrn, max_pool
+from alexnet_jax import lrn, max_pool, strided_conv
 
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet', 'he')
@@ -279,10 +279,8 @@ class TowerConv(nn.Module):
       # (The same as feature_group_count=towers, but XLA's CPU backend runs a grouped
       # convolution's forward and backward about 7x slower than the separate ones.)
       towers = x.shape[-1] // kernel.shape[2]
-      ys = [jax.lax.conv_general_dilated(
-                xt.astype(self.dtype), kt.astype(self.dtype),
-                window_strides=(layer.stride, layer.stride), padding=padding,
-                dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      ys = [strided_conv.conv(xt.astype(self.dtype), kt.astype(self.dtype), layer.stride,
+                              padding)
             for xt, kt in zip(jnp.split(x, towers, axis=-1), jnp.split(kernel, towers, axis=-1))]
       y = ys[0] if towers == 1 else jnp.concatenate(ys, axis=-1)
       return y + bias.astype(self.dtype)
