@@ -1,6 +1,7 @@
 """alexnet_jax: a JAX/Flax reproduction of AlexNet (Krizhevsky, Sutskever & Hinton, 2012).
 
-The training core lives here, where `main.py` meets it: the net (`model`, `lrn`), its
+The training core lives here, where `main.py` meets it: the net (`model`, `lrn`, and
+`max_pool`, `strided_conv` with backward passes that suit XLA:CPU), its
 placement on the mesh (`sharding`), the step and the paper's update (`train_step`,
 `optimizer`, `schedules`), the loop (`train`), evaluation (`evaluate`), checkpoints
 (`checkpointing`) and the picture of the conv1 kernels (`kernel_picture`). Subpackages:
