@@ -24,12 +24,10 @@ import jax.numpy as jnp
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
 
-# Below this many bytes of output gradient XLA's own kernel gradient is the faster one
-# (measured on a 2-core AMD EPYC, 11x11 stride 4, forward + kernel gradient, /tmp/s20/cross.py):
-# XLA's time jumps between 16 and 24 images of 55x55x96 (31 -> 96 ms), where the products'
-# grow in step (47 -> 67 ms). Gradient MB / XLA ms / here ms: 2.4 / 3.4 / 2.0; 4.8 / 9.6 /
-# 18.0; 11 / 13.8 / 30.3; 17.7 / 26.3 / 42.4; 18.6 / 30.6 / 47.0; 27.9 / 95.6 / 67.0; 33 /
-# 104 / 76; 37 / 208 / 146; 74 / 360 / 168.
+# Below this many bytes of output gradient XLA's own kernel gradient is the faster one: its
+# time jumps between 16 and 24 images of 55x55x96 maps (31 -> 96 ms with the forward pass),
+# where the matrix products' grows in step (47 -> 67 ms); docs/benchmarks.md, "conv1's
+# kernel gradient", has the measurements.
 _MIN_GRADIENT_BYTES = 24 * 2**20
 
 
