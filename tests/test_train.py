@@ -32,7 +32,8 @@ def tiny_config(data_dir, **train_fields):
   config.data.data_dir = data_dir
   config.data.synthetic_train_size = 96
   config.data.synthetic_eval_size = 37  # Not a multiple of the batch.
-  config.model.init = 'caffe'
+  config.model.init = 'caffe'  # With §2's mean image: pixels on the 0..255 scale.
+  config.data.mean = 'dataset'
   config.optimizer.learning_rate = 0.05
   config.optimizer.schedule = 'plateau'  # The paper's schedule, its state in checkpoints.
   config.optimizer.plateau_patience = 1
