@@ -4,11 +4,12 @@ The gradient of a max pool goes, in each window, to the position that held the m
 first such position in row-major order when several tie, as in XLA's select-and-scatter and
 PyTorch). XLA:CPU lowers that select-and-scatter to a reduce-window over four materialised
 int32 index arrays and a scatter; without them the demo's training step is 8% faster
-(350 -> 380 images/s, docs/benchmarks.md). Here the backward pass instead walks the window's z*z offsets in row-major order, gives each
-output's gradient to the first offset whose input equals the output, and adds the offsets'
-contributions back in place with strided padding: the same numbers, ties included
-(tests/test_max_pool.py), in a few fused loops. On other backends select-and-scatter is a
-native kernel, and the usual max pool is used.
+(350 -> 380 images/s, docs/benchmarks.md). Here the backward pass instead walks the
+window's z*z offsets in row-major order, gives each output's gradient to the first offset
+whose input equals the output, and adds the offsets' contributions back in place with
+strided padding: the same numbers, ties included (tests/test_max_pool.py), in a few fused
+loops. On other backends select-and-scatter is a native kernel, and the usual max pool is
+used.
 """
 
 import functools
