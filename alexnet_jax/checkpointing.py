@@ -18,6 +18,16 @@ checkpoint or a temporary directory that is ignored (and removed when the next
 Checkpointer opens the directory). Retention keeps the last `keep` checkpoints
 plus the one with the lowest validation error.
 
+Verified: once a save is complete, `<step>/digest.json` records every file's size and
+checksum. A restore first compares the files with it, so a cut, overwritten or
+bit-flipped file is never loaded. Without a step number, restore takes the newest intact
+step and says which damaged steps it passed over and why; a training run (not read-only)
+moves those to `<directory>_damaged/` so that its next saves cannot collide with them,
+and deletes nothing. A step without a digest (saved by an older version, or killed in the
+second between its rename and its digest) is unverified: it is used when it restores
+whole and finite. A save that fails in the background (a full disk) is reported by
+`check()`, which the training loop calls at every step, and by the next `save()`.
+
 Typical use in a training loop:
 
     ckpt = Checkpointer(workdir / 'checkpoints', keep=3, keep_best=True, async_save=True)
@@ -29,18 +39,101 @@ Typical use in a training loop:
     ckpt.close()  # Waits for the last save.
 """
 
+import hashlib
 import json
 import os
+import re
+import shutil
+import sys
+import threading
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from alexnet_jax.runtime import errors
 
 _VAL_ERROR = 'val_top1_error'
+DIGEST = 'digest.json'
+_UNVERIFIED = 'unverified'
+
+
+class CheckpointDamagedError(errors.UserError, ValueError):
+  """A checkpoint's files are not those that were saved, or none is left intact."""
+
+
+class ModelMismatchError(errors.UserError, ValueError):
+  """A checkpoint's arrays do not fit the current model (the config differs)."""
+
+
+class CheckpointSaveError(errors.UserError, OSError):
+  """A checkpoint could not be written (a full disk, a lost mount, permissions)."""
+
+
+def _warn(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _files(directory: epath.Path):
+  """Every file under directory but the digest (epath has no recursive glob on GCS)."""
+  for path in directory.iterdir():
+    if path.is_dir():
+      yield from _files(path)
+    elif path.name != DIGEST:
+      yield path
+
+
+def _file_digests(step_dir: epath.Path) -> dict[str, list]:
+  """Relative path -> [size, blake2b] of every file in a step's directory but the digest."""
+  out = {}
+  for path in sorted(_files(step_dir)):
+    h, size = hashlib.blake2b(digest_size=16), 0
+    with path.open('rb') as f:
+      for chunk in iter(lambda: f.read(1 << 22), b''):
+        h.update(chunk)
+        size += len(chunk)
+    out[str(path.relative_to(step_dir))] = [size, h.hexdigest()]
+  return out
+
+
+def _compare(saved: dict[str, list], now: dict[str, list]) -> str | None:
+  """What differs between a step's recorded digests and its files now; None if nothing."""
+  for name, (size, digest) in saved.items():
+    if name not in now:
+      return f'its file {name} is missing'
+    if now[name][0] != size:
+      return f'its file {name} has {now[name][0]} bytes where {size} were saved'
+    if now[name][1] != digest:
+      return f'its file {name} no longer matches the checksum taken when it was saved'
+  return None
+
+
+def _cause(error: Exception) -> str:
+  """The operating system's words for a failed write, else the error's first line."""
+  found = re.search(r"([^:]+) \[os_error_code='(\d+)'\]", str(error))
+  if found:
+    return f'{found.group(1).strip()}, errno {found.group(2)}'
+  if isinstance(error, OSError) and error.strerror:
+    return f'{error.strerror}, errno {error.errno}'
+  return f'{type(error).__name__}: ' + (str(error).strip().splitlines() or [''])[0][:300]
+
+
+def _unreadable(error: Exception) -> str:
+  first = (str(error).strip().splitlines() or [''])[0][:200]
+  return f'it could not be read: {type(error).__name__} {first}'.strip()
+
+
+def _finite(tree) -> bool:
+  """Whether every float array in tree is finite (leaf by leaf: they may sit on different
+  meshes)."""
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree)
+             if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def _val_error(metrics) -> float:
@@ -124,6 +217,10 @@ class Checkpointer:
       registry.add(item, restore_args)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=registry)
+    self._read_only = read_only
+    self._async = async_save
+    self._finisher = None  # Waits for the pending save, then writes its digest.
+    self._failure = None  # What failed in the pending save, once something has.
 
   @classmethod
   def from_config(cls, config, directory, read_only: bool = False) -> 'Checkpointer':
@@ -153,9 +250,65 @@ class Checkpointer:
                       ) from e
     items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
     metrics = {} if val_top1_error is None else {_VAL_ERROR: float(val_top1_error)}
-    # force: the training loop, not Orbax's save interval, decides when to save.
-    self._manager.save(step, args=ocp.args.Composite(**items),
-                       metrics=metrics if self._keep_best else None, force=True)
+    self._join_finisher()
+    self.check()
+    try:
+      # force: the training loop, not Orbax's save interval, decides when to save.
+      self._manager.save(step, args=ocp.args.Composite(**items),
+                         metrics=metrics if self._keep_best else None, force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = self._save_error(step, e)
+      self.check()
+    self._finisher = threading.Thread(target=self._finish, args=(step,), daemon=True,
+                                      name=f'checkpoint-{step}-finisher')
+    self._finisher.start()
+    if not self._async:
+      self._join_finisher()
+      self.check()
+
+  def _finish(self, step: int) -> None:
+    """In the background: waits for step's save to complete, then writes its digest."""
+    try:
+      self._manager.wait_until_finished()  # Raises what failed in Orbax's writers.
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = self._save_error(step, e)
+      return
+    try:
+      if jax.process_index() == 0:
+        step_dir = self.directory / str(step)
+        tmp = step_dir / f'{DIGEST}.{uuid.uuid4().hex}.tmp'
+        tmp.write_text(json.dumps(_file_digests(step_dir)))
+        tmp.rename(step_dir / DIGEST)
+    except OSError as e:
+      self._failure = self._save_error(step, e)
+    except Exception as e:  # pylint: disable=broad-except
+      self._failure = e  # A defect here, raised as it is by check().
+
+  def _join_finisher(self) -> None:
+    if self._finisher is not None:
+      self._finisher.join()
+      self._finisher = None
+
+  def _save_error(self, step: int, cause: Exception) -> 'CheckpointSaveError':
+    try:
+      free = f'{shutil.disk_usage(self.directory).free / 1e9:.2f} GB free there now'
+    except OSError:
+      free = 'its free space unknown'
+    last = [s for s in self.all_steps() if s != step]
+    return CheckpointSaveError(
+        f'Saving the checkpoint of step {step} to {self.directory} failed '
+        f'({_cause(cause)}; {free}). The run stopped '
+        f'there. The last complete checkpoint is '
+        + (f'step {last[-1]}' if last else 'none (the run starts afresh)')
+        + '. Free some space (or give --workdir on a disk with room), then rerun the same '
+        'command to resume from it.')
+
+  def check(self) -> None:
+    """Raises CheckpointSaveError if a save has failed (in the background or not).
+
+    Cheap (no waiting): the training loop calls it at every step."""
+    if self._failure is not None:
+      raise self._failure
 
   def latest_step(self) -> int | None:
     """The newest finished checkpoint's step, or None if there is none."""
@@ -169,29 +322,36 @@ class Checkpointer:
     """All finished checkpoint steps, ascending."""
     return sorted(self._manager.all_steps())
 
-  def restore(self, step: int | None, abstract_state: Any):
+  def verify(self, step: int) -> str | None:
+    """Why `step`'s files differ from its digest (None: intact; 'unverified': no digest)."""
+    step_dir = self.directory / str(step)
+    try:
+      recorded = json.loads((step_dir / DIGEST).read_text())
+    except FileNotFoundError:
+      return _UNVERIFIED if step_dir.exists() else 'it is missing'
+    except (OSError, ValueError) as e:
+      return f'its {DIGEST} is unreadable: {e}'
+    return _compare(recorded, _file_digests(step_dir))
+
+  def restore(self, step: int | None, abstract_state: Any,
+              say: Callable[[str], None] = _warn):
     """Restores a checkpoint onto the shardings given in `abstract_state`.
 
     Args:
-      step: which step; None for the latest.
+      step: which step; None for the newest intact one (see the module docstring).
       abstract_state: the pytree of jax.ShapeDtypeStruct (with `sharding`) the state
         should have now, e.g. `jax.eval_shape` of the init function with the current
         mesh's shardings attached. The checkpoint may come from another mesh.
+      say: where the paragraph about damaged steps passed over goes.
 
     Returns:
       (state, meta): the restored pytree of jax.Arrays and the saved meta dict.
 
     Raises:
       FileNotFoundError: no such (finished) checkpoint.
+      CheckpointDamagedError: the step asked for is damaged, or no step is intact.
       ValueError: the checkpoint's shapes or parameters differ from `abstract_state`.
     """
-    steps = self.all_steps()
-    if step is None:
-      step = self.latest_step()
-    if step is None or step not in steps:
-      raise FileNotFoundError(
-          f'No finished checkpoint for step {step} in {self.directory} '
-          f'(available: {steps or "none"}).')
     unplaced = [_path_name(path) for path, leaf
                 in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
                 if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None]
@@ -200,6 +360,63 @@ class Checkpointer:
           f'abstract_state {unplaced[0]!r} has no sharding: build it as jax.ShapeDtypeStruct('
           'shape, dtype, sharding=...) on the current mesh, so that the checkpoint is '
           'restored where this run keeps its state.')
+    steps = self.all_steps()
+    if step is not None and step not in steps:
+      raise FileNotFoundError(
+          f'No finished checkpoint for step {step} in {self.directory} '
+          f'(available: {steps or "none"}).')
+    if not steps:
+      raise FileNotFoundError(f'No finished checkpoint in {self.directory}.')
+    damaged = []
+    for candidate in [step] if step is not None else reversed(steps):
+      reason = self.verify(candidate)
+      if reason not in (None, _UNVERIFIED):
+        damaged.append((candidate, reason))
+        continue
+      try:
+        restored = self._restore_step(candidate, abstract_state)
+      except ValueError as e:
+        if reason is None or isinstance(e, ModelMismatchError):
+          raise  # Intact files that do not fit the model: the config differs.
+        damaged.append((candidate, _unreadable(e)))
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        if reason is None:
+          raise
+        damaged.append((candidate, _unreadable(e)))
+        continue
+      if not _finite(restored[0]):
+        damaged.append((candidate, 'its weights or momentum hold NaN or infinite values'))
+        continue
+      if damaged:
+        say(self._passed_over(damaged, f'step {candidate} is used instead'))
+      return restored
+    raise CheckpointDamagedError(self._passed_over(
+        damaged, 'no intact checkpoint is left: start afresh in another --workdir' if
+        step is None else f'give another eval.checkpoint_step (available: {steps})'))
+
+  def _passed_over(self, damaged: list[tuple[int, str]], instead: str) -> str:
+    """One paragraph: which steps are damaged and why, where they went, what is used."""
+    moved = self._set_aside([s for s, _ in damaged]) if not self._read_only else None
+    parts = '; '.join(f'step {s}: {why}' for s, why in damaged)
+    kept = (f'They were moved, not deleted, to {moved}: delete them there once you no longer '
+            'need them.' if moved else 'They were left in place and not loaded.')
+    return (f'Damaged checkpoint{"s" if len(damaged) > 1 else ""} in {self.directory} ({parts})'
+            f', so {instead}. {kept}')
+
+  def _set_aside(self, steps: list[int]) -> epath.Path:
+    """Moves damaged steps out of Orbax's directory (process 0); returns where to."""
+    target = epath.Path(f'{self.directory}_damaged')
+    if jax.process_index() == 0:
+      target.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        (self.directory / str(step)).rename(target / f'{step}_{time.strftime("%Y%m%d-%H%M%S")}')
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('alexnet_jax: damaged checkpoints set aside')
+    self._manager.reload()
+    return target
+
+  def _restore_step(self, step: int, abstract_state: Any):
     saved = self._manager.item_metadata(step)
     self._check_matches(step, saved['state'].tree, abstract_state)
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
@@ -221,16 +438,25 @@ class Checkpointer:
                         'current model')
     if problems:
       more = f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''
-      raise ValueError(
+      raise ModelMismatchError(
           f'Checkpoint {self.directory / str(step)} does not fit the current model: '
           f'{"; ".join(problems[:3])}{more}. The current config differs from the one '
           'this checkpoint was saved with (compare with the config saved in the '
           'workdir), or use another --workdir.')
 
   def wait_until_finished(self):
-    """Blocks until the pending asynchronous save (if any) is on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until the pending asynchronous save (if any) is on disk and verified;
+    raises CheckpointSaveError if it failed."""
+    self._join_finisher()
+    self.check()
 
   def close(self):
-    """Waits for pending saves and releases the manager."""
-    self._manager.close()
+    """Waits for pending saves and releases the manager; raises CheckpointSaveError if
+    the last save failed (after releasing)."""
+    self._join_finisher()
+    try:
+      self._manager.close()
+    except Exception:  # pylint: disable=broad-except
+      if self._failure is None:
+        raise  # Else the failure below says it already.
+    self.check()

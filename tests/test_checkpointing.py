@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax.checkpointing import Checkpointer
+from alexnet_jax.checkpointing import CheckpointDamagedError, Checkpointer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -237,3 +237,137 @@ def test_read_only_restores_without_creating_or_writing(tmp_path):
   _assert_trees_equal(restored, _state())
   assert Checkpointer(tmp_path / 'absent', read_only=True).latest_step() is None
   assert not (tmp_path / 'absent').exists()
+
+
+def _two_steps(directory, second=None):
+  """Steps 1 and 2 (`second`, else a state with other numbers) saved and verified."""
+  ckpt = Checkpointer(directory, keep=3, keep_best=False, async_save=True)
+  ckpt.save(1, _state(kernel_shape=(64, 64)))
+  ckpt.save(2, second if second is not None else jax.tree.map(
+      lambda x: x * 2 if jnp.issubdtype(x.dtype, jnp.inexact) else x,
+      _state(kernel_shape=(64, 64))))
+  ckpt.close()
+  return ckpt
+
+
+def _largest_file(step_dir: pathlib.Path) -> pathlib.Path:
+  return max((p for p in step_dir.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _truncate(step_dir):
+  path = _largest_file(step_dir)
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def _flip_one_bit(step_dir):
+  path = _largest_file(step_dir)
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  path.write_bytes(bytes(data))
+
+
+def _empty_manifest(step_dir):
+  (step_dir / 'state' / 'manifest.ocdbt').write_bytes(b'')
+
+
+def _junk_meta(step_dir):
+  (step_dir / 'meta' / 'metadata').write_text('{"plateau": [1, 2')
+
+
+@pytest.mark.parametrize('damage,why', [
+    (_truncate, r'its file state/\S+ has \d+ bytes where \d+ were saved'),
+    (_flip_one_bit, r'its file state/\S+ no longer matches the checksum taken when it was '
+                    r'saved'),
+    (_empty_manifest, r'its file state/manifest.ocdbt has 0 bytes where \d+ were saved'),
+    (_junk_meta, r'its file meta/metadata has \d+ bytes where \d+ were saved')])
+def test_a_damaged_newest_step_is_passed_over_said_and_set_aside(tmp_path, damage, why):
+  _two_steps(tmp_path / 'ckpt')
+  damage(tmp_path / 'ckpt' / '2')
+  said = []
+  ckpt = Checkpointer(tmp_path / 'ckpt', keep=3, keep_best=False)
+  restored, _ = ckpt.restore(None, _abstract(_state(kernel_shape=(64, 64))), say=said.append)
+  _assert_trees_equal(restored, _state(kernel_shape=(64, 64)))  # Step 1's numbers.
+  [paragraph] = said
+  assert re.search(r'Damaged checkpoint in \S+/ckpt \(step 2: ' + why + r'\), so step 1 is '
+                   r'used instead\. They were moved, not deleted, to \S+/ckpt_damaged: '
+                   'delete them there once you no longer need them.', paragraph), paragraph
+  assert ckpt.all_steps() == [1]
+  [moved] = (tmp_path / 'ckpt_damaged').iterdir()
+  assert moved.name.startswith('2_') and (moved / 'digest.json').exists()
+  ckpt.save(2, _state(kernel_shape=(64, 64)))  # The step number is free again.
+  ckpt.close()
+  assert ckpt.all_steps() == [1, 2]
+
+
+def test_a_reader_leaves_damage_in_place_and_an_asked_for_step_is_refused(tmp_path):
+  _two_steps(tmp_path)
+  _flip_one_bit(tmp_path / '2')
+  reader = Checkpointer(tmp_path, read_only=True)
+  said = []
+  reader.restore(None, _abstract(_state(kernel_shape=(64, 64))), say=said.append)
+  assert 'so step 1 is used instead. They were left in place and not loaded.' in said[0]
+  assert reader.all_steps() == [1, 2]
+  with pytest.raises(CheckpointDamagedError, match=r'step 2: its file .* checksum.*give '
+                     r'another eval.checkpoint_step \(available: \[1, 2\]\)'):
+    reader.restore(2, _abstract(_state(kernel_shape=(64, 64))))
+  _truncate(tmp_path / '1')
+  with pytest.raises(CheckpointDamagedError, match=r'step 2: .*; step 1: .*no intact '
+                     'checkpoint is left: start afresh in another --workdir'):
+    reader.restore(None, _abstract(_state(kernel_shape=(64, 64))))
+
+
+def test_a_step_without_digest_is_used_only_when_it_reads_whole_and_finite(tmp_path):
+  nan = _state(kernel_shape=(64, 64))
+  nan['opt_state']['velocity']['conv1']['bias'] = jnp.full(4, jnp.nan)
+  _two_steps(tmp_path, second=nan)
+  (tmp_path / '2' / 'digest.json').unlink()  # As saved by a version without digests.
+  reader = Checkpointer(tmp_path, read_only=True)
+  said = []
+  reader.restore(None, _abstract(_state(kernel_shape=(64, 64))), say=said.append)
+  assert 'step 2: its weights or momentum hold NaN or infinite values), so step 1' in said[0]
+  (tmp_path / '1' / 'digest.json').unlink()
+  restored, _ = reader.restore(1, _abstract(_state(kernel_shape=(64, 64))))
+  _assert_trees_equal(restored, _state(kernel_shape=(64, 64)))
+  _junk_meta(tmp_path / '1')
+  with pytest.raises(CheckpointDamagedError, match=r'step 1: it could not be read'):
+    reader.restore(1, _abstract(_state(kernel_shape=(64, 64))))
+
+
+_FULL_DISK_CHILD = textwrap.dedent('''
+    import resource, signal, sys, time
+    import jax.numpy as jnp
+    import numpy as np
+    from alexnet_jax.checkpointing import Checkpointer, CheckpointSaveError
+    ckpt = Checkpointer(sys.argv[1], keep=3, keep_best=False, async_save=True)
+    ckpt.save(1, {'w': jnp.ones(8)})
+    ckpt.wait_until_finished()
+    # Files may now grow to 1 MB: step 2's 4 MB of random numbers cannot be written (EFBIG,
+    # as a full disk gives ENOSPC), and the save fails in Orbax's background thread.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+    ckpt.save(2, {'w': jnp.asarray(np.random.default_rng(0).random(1 << 20, np.float32))})
+    for _ in range(600):
+      try:
+        ckpt.check()
+      except CheckpointSaveError as e:
+        print('check:', e, flush=True)
+        break
+      time.sleep(0.1)
+    try:
+      ckpt.close()
+    except CheckpointSaveError as e:
+      print('close:', e, flush=True)
+    ''')
+
+
+def test_a_failed_background_save_is_reported_by_check_and_close(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
+  child = subprocess.run([sys.executable, '-c', _FULL_DISK_CHILD, str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=120)
+  assert child.returncode == 0, child.stderr[-3000:]
+  lines = child.stdout.splitlines()
+  assert [line.split(':')[0] for line in lines] == ['check', 'close'], child.stdout
+  assert re.search(r'Saving the checkpoint of step 2 to \S+ failed \(File too large, errno 27; '
+                   r'[\d.]+ GB free there now\)\. The run stopped there\. The last complete '
+                   r'checkpoint is step 1\. Free some space', lines[0]), lines[0]
+  assert Checkpointer(tmp_path, read_only=True).all_steps() == [1]
