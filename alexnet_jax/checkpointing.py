@@ -395,6 +395,18 @@ class Checkpointer:
         damaged, 'no intact checkpoint is left: start afresh in another --workdir' if
         step is None else f'give another eval.checkpoint_step (available: {steps})'))
 
+  def recorded_meta(self) -> tuple[int, dict] | None:
+    """(step, meta) of the newest step whose files are intact and whose meta reads; None
+    if there is none. Reads no arrays (the run's config is in its meta: train.py)."""
+    for step in reversed(self.all_steps()):
+      if self.verify(step) in (None, _UNVERIFIED):
+        try:
+          return step, self._manager.restore(
+              step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+        except Exception:  # pylint: disable=broad-except
+          continue  # Unverified and unreadable: an older step may do.
+    return None
+
   def _passed_over(self, damaged: list[tuple[int, str]], instead: str) -> str:
     """One paragraph: which steps are damaged and why, where they went, what is used."""
     moved = self._set_aside([s for s, _ in damaged]) if not self._read_only else None

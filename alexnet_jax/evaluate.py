@@ -82,8 +82,10 @@ def evaluate(eval_step: Callable, params_list: Sequence, batches, mesh: Mesh,
   start = last_report = time.time()
   with jax.set_mesh(mesh):
     for i, local_batch in enumerate(batches):
-      sums = eval_step(params_list, sharding.global_batch(mesh, local_batch), stats)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      # Summed on the host: one program in flight at a time (sharding.py, SERIAL_CPU).
+      sums = jax.device_get(eval_step(params_list, sharding.global_batch(mesh, local_batch),
+                                      stats))
+      totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
       if progress is not None and time.time() - last_report > PROGRESS_SECONDS:
         last_report = time.time()
         progress(f'evaluating: {i + 1} batches in {last_report - start:.0f} s')

@@ -57,6 +57,10 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
   for field in _POSITIVE:
     if _get(config, field) < 1:
       problems.append(f'{field}={_get(config, field)}: must be at least 1.')
+  if config.train.watchdog_factor <= 1 or config.train.watchdog_min_seconds <= 0:
+    problems.append(f'train.watchdog_factor={config.train.watchdog_factor} and '
+                    f'train.watchdog_min_seconds={config.train.watchdog_min_seconds}: the '
+                    'factor must be above 1 and the floor above 0 seconds.')
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     problems.append(f'train.num_epochs={config.train.num_epochs} and train.num_steps='
                     f'{config.train.num_steps}: set one of them above 0.')

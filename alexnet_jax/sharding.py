@@ -75,6 +75,19 @@ def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=(AxisType.Auto,) * 2)
 
 
+def one_program_at_a_time(mesh: Mesh) -> bool:
+  """SERIAL_CPU: whether the training loop must let each step finish before it launches
+  anything else on the mesh.
+
+  On several CPU devices of one process, XLA:CPU launches a program on each device from a
+  shared thread pool, and a later small program (a metric sum) could take a device's
+  launch slot while that device's share of the step was still waiting for it, leaving
+  the other device in the step's all-gather forever: a hang seen under load with two
+  forced CPU devices. GPUs and TPUs queue each device's programs in order.
+  """
+  return mesh.devices.size > 1 and mesh.devices.flat[0].platform == 'cpu'
+
+
 def check_batch(batch_size: int, mesh: Mesh, what: str = 'train.batch_size') -> None:
   """Fails with the numbers to change if a global batch does not divide over the mesh."""
   data = mesh.shape['data']

@@ -15,6 +15,7 @@ and another mesh: the state is restored onto the new mesh, and each process's da
 restarts at the batch the checkpoint's step had reached (see `_restore_or_create`).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -31,7 +32,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from alexnet_jax import (checkpointing, evaluate, kernel_picture, model, preflight, pretrained,
                          saved_config, schedules, sharding, train_step)
 from alexnet_jax.data import pipeline, prepare, sources, statistics
-from alexnet_jax.runtime import chrono, errors, metric_writer, preemption
+from alexnet_jax.runtime import (chrono, command_line, errors, metric_writer, preemption,
+                                 watchdog, workdir_lock)
 
 
 class NonFiniteLossError(errors.UserError, RuntimeError):
@@ -156,7 +158,7 @@ def _pretrained_start(config: ml_collections.ConfigDict, workdir: str | None, ne
 
 def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Checkpointer,
                        net, mesh: Mesh, start: pretrained.Pretrained | None):
-  """(state, meta or None, train iterator): the latest checkpoint's, or fresh ones.
+  """(state, meta or None, train iterator): the newest intact checkpoint's, or fresh ones.
 
   A fresh state starts from the pretrained weights `start`, where it has them.
 
@@ -165,13 +167,13 @@ def _restore_or_create(config: ml_collections.ConfigDict, ckpt: checkpointing.Ch
   batch `step`, which holds the same images, rows and augmentation for any number of
   processes, devices or workers (pipeline.create_train_iterator).
   """
-  step = ckpt.latest_step()
-  if step is None:
+  if not ckpt.all_steps():
     state, meta = train_step.create_train_state(config, net, mesh), None
     if start is not None:
       state = state.replace(params=pretrained.into(state.params, start))
-  else:
-    state, meta = ckpt.restore(step, train_step.abstract_train_state(config, net, mesh))
+  else:  # The newest intact step; damaged ones are named and set aside (checkpointing.py).
+    state, meta = ckpt.restore(None, train_step.abstract_train_state(config, net, mesh),
+                               say=_say)
   index, count = sharding.data_shard(mesh)
   train_iter = pipeline.create_train_iterator(config, shard_index=index, shard_count=count,
                                               start_batch=int(state.step))
@@ -196,161 +198,227 @@ def check_before_writing(config: ml_collections.ConfigDict, workdir: str,
   return []
 
 
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+  """Holds the workdir's lock (process 0 takes it; every process learns whether it could)."""
+  lock, refused = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+    except errors.UserError as e:
+      refused = e
+  if jax.process_count() > 1:
+    if not multihost_utils.broadcast_one_to_all(np.int32(refused is None)) and not refused:
+      refused = workdir_lock.WorkdirLockedError(
+          f'Process 0 could not lock {workdir}; its message says why.')
+  if refused is not None:
+    raise refused
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        allow_config_changes: bool = False) -> dict:
   """Trains (or resumes) the configured net in `workdir`; returns the final results.
 
-  A rerun in a workdir must keep the experiment's config (saved_config.py), unless
-  `allow_config_changes`.
+  One run at a time holds the workdir (runtime/workdir_lock.py). A rerun in a workdir must
+  keep the experiment's config (saved_config.py), unless `allow_config_changes`.
   """
-  changes = check_before_writing(config, workdir, allow_config_changes)
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  mesh = sharding.make_mesh(config)
-  sharding.check_batch(config.train.batch_size, mesh)
-  sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
-  net = model.create_model(config)
-  start = _pretrained_start(config, workdir, net, mesh)
-  _ready_data(config)  # Prepares the data if it can, else fails saying how.
-  preflight.check_data(config)
-  for note in preflight.data_notes(config):
-    _say(note)
-  steps_per_epoch, total_steps, eval_every = _steps(config)
-  stats = _device_stats(config, mesh)
-  _prepare_workdir(workdir)
-  ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
-  if jax.process_index() == 0:
-    saved_config.save(config, workdir, ckpt.latest_step())
-  if changes:
-    _say('Resuming with these fields changed: ' + '; '.join(changes))
-  writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
-  plateau = schedules.Plateau.from_config(config)
-  history, train_history = [], []  # Evaluations; the loss at each logged step.
-  state, meta, train_iter = _restore_or_create(config, ckpt, net, mesh, start)
-  if meta is not None:
-    plateau.from_state_dict(meta['plateau'])
-    history = meta['history']
-    train_history = meta['train_history']
-    _say(f'Resumed from step {int(state.step)} in {ckpt.directory}.')
-  schedule = schedules.make_schedule(config, steps_per_epoch, total_steps)
-  step_fn = train_step.make_train_step(config, net, mesh, schedule)
-  # §4.1's ten patches cost ten forward passes: the last evaluation makes them (when
-  # eval.ten_patch); the others, which the plateau rule reads, the centre patch only.
-  last_eval_step = evaluate.make_eval_step(config, net, mesh)
-  eval_step = (evaluate.make_eval_step(config, net, mesh, ten_patch=False)
-               if config.eval.ten_patch else last_eval_step)
+  preflight.check_config(config)
+  with _workdir_lock(workdir):
+    # Under the lock: no other run can write config.json between the check and the write.
+    changes = check_before_writing(config, workdir, allow_config_changes)
+    return _Run(config, workdir, changes).train()
 
-  def stop_if_not_finite(step: int) -> None:
+
+class _Run:
+  """One training run in a locked workdir: its state, its schedule of actions, its files."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, changes: list[str]):
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.make_mesh(config)
+    sharding.check_batch(config.train.batch_size, self.mesh)
+    sharding.check_batch(config.eval.batch_size, self.mesh, 'eval.batch_size')
+    self.net = model.create_model(config)
+    start = _pretrained_start(config, workdir, self.net, self.mesh)
+    _ready_data(config)  # Prepares the data if it can, else fails saying how.
+    preflight.check_data(config)
+    for note in preflight.data_notes(config):
+      _say(note)
+    self.steps_per_epoch, self.total_steps, self.eval_every = _steps(config)
+    self.stats = _device_stats(config, self.mesh)
+    self.ckpt = checkpointing.Checkpointer.from_config(config, os.path.join(workdir, 'checkpoints'))
+    _, note = saved_config.reference(workdir)
+    if note:
+      _say(note)
+    if jax.process_index() == 0:
+      saved_config.save(config, workdir, self.ckpt.latest_step())
+    if changes:
+      _say('Resuming with these fields changed: ' + '; '.join(changes))
+    self.writer = metric_writer.MetricWriter(os.path.join(workdir, 'tensorboard'), console=False)
+    self.plateau = schedules.Plateau.from_config(config)
+    self.history, self.train_history = [], []  # Evaluations; the loss at each logged step.
+    self.state, meta, self.train_iter = _restore_or_create(config, self.ckpt, self.net,
+                                                           self.mesh, start)
+    if meta is not None:
+      self.plateau.from_state_dict(meta['plateau'])
+      self.history = meta['history']
+      self.train_history = meta['train_history']
+      _say(f'Resumed from step {int(self.state.step)} in {self.ckpt.directory}.')
+    self.schedule = schedules.make_schedule(config, self.steps_per_epoch, self.total_steps)
+    self.step_fn = train_step.make_train_step(config, self.net, self.mesh, self.schedule)
+    # §4.1's ten patches cost ten forward passes: the last evaluation makes them (when
+    # eval.ten_patch); the others, which the plateau rule reads, the centre patch only.
+    self.last_eval_step = evaluate.make_eval_step(config, self.net, self.mesh)
+    self.eval_step = (evaluate.make_eval_step(config, self.net, self.mesh, ten_patch=False)
+                      if config.eval.ten_patch else self.last_eval_step)
+    self.saved_step = None
+    self.window = []  # Each step's metrics (on the devices) since the last log.
+    self.first_log = None  # When the first step of this process started, until logged.
+
+  def stop_if_not_finite(self, step: int) -> None:
     """Raises, naming the step, once the loss or the weights are NaN or infinite."""
-    bad = int(state.first_bad_step)
-    if bad < 0 and bool(_all_finite(state.params)):
+    bad = int(self.state.first_bad_step)
+    if bad < 0 and bool(_all_finite(self.state.params)):
       return
     where = f'at step {bad + 1}' if bad >= 0 else f'by step {step} (the weights)'
-    lr = float(schedule(step - 1) * state.lr_factor)
-    raise NonFiniteLossError(
-        f'The training loss became non-finite {where} (learning rate {lr:.3g}). Stopped '
-        f'without saving it; the last good checkpoint is step {ckpt.latest_step()} in '
-        f'{ckpt.directory}. Lower optimizer.learning_rate (or check the data), then '
-        'rerun with --allow_config_changes to resume from it.')
+    lr = float(self.schedule(step - 1) * self.state.lr_factor)
+    last = self.ckpt.latest_step()
+    resume = (f'the last good checkpoint is step {last} in {self.ckpt.directory}. Lower '
+              'optimizer.learning_rate (or check the data), then rerun with '
+              '--allow_config_changes to resume from it.' if last is not None else
+              'no checkpoint had been saved yet. Lower optimizer.learning_rate (or check '
+              'the data), then rerun with --allow_config_changes: it starts afresh.')
+    raise NonFiniteLossError(f'The training loss became non-finite {where} (learning rate '
+                             f'{lr:.3g}). Stopped without saving it; {resume}')
 
-  saved = {'step': None}
+  def save(self, step: int, val_error: float | None = None) -> None:
+    self.stop_if_not_finite(step)  # Never keep a broken state.
+    self.saved_step = step
+    self.ckpt.save(step, self.state, val_top1_error=val_error,
+                   meta={'plateau': self.plateau.state_dict(), 'history': self.history,
+                         'train_history': self.train_history,
+                         'epoch': step / self.steps_per_epoch,
+                         'config': json.loads(self.config.to_json_best_effort())})
 
-  def save(step: int, val_error: float | None = None) -> None:
-    stop_if_not_finite(step)  # Never keep a broken state.
-    saved['step'] = step
-    ckpt.save(step, state, val_top1_error=val_error,
-              meta={'plateau': plateau.state_dict(), 'history': history,
-                    'train_history': train_history, 'epoch': step / steps_per_epoch})
-
-  step = int(state.step)
-  towers = f"{config.model.towers} tower{'s' if config.model.towers > 1 else ''}"
-  _say(f'Training {config.model.layout} net ({towers}) on mesh '
-       f"data={mesh.shape['data']} x tower={mesh.shape['tower']}, global batch "
-       f'{config.train.batch_size}, {steps_per_epoch} steps/epoch, steps {step}..{total_steps}.')
-  _say(f'Writing to {workdir}: checkpoints/, tensorboard/ (tensorboard --logdir {workdir}), '
-       'results.json, logs/.')
-  if step < total_steps:
-    _say('Compiling the training step (the first step takes longer)...')
-  clock = chrono.Chrono(step)
-  window = {'sums': None, 'steps': 0, 'first': None}  # Metrics since the last log.
-
-  def log(step: int) -> None:
-    metrics = jax.device_get(window['sums'])
-    metrics = {k: float(v) / window['steps'] for k, v in metrics.items()}
-    stop_if_not_finite(step)
-    metrics.update(clock.window(step, config.train.batch_size))
-    writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-    train_history.append({'step': step, 'loss': metrics['loss']})
+  def log(self, step: int, clock: chrono.Chrono) -> None:
+    steps = jax.device_get(self.window)  # Summed on the host: no program between steps.
+    metrics = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
+    self.stop_if_not_finite(step)
+    metrics.update(clock.window(step, self.config.train.batch_size))
+    self.writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
+    self.train_history.append({'step': step, 'loss': metrics['loss']})
     timing = (f"{metrics['images_per_second']:.0f} img/s ETA "
-              f'{clock.eta(step, total_steps, config.train.batch_size)}')
-    if window['first']:
-      timing = 'compiled and ran in ' + chrono.format_duration(time.time() - window['first'])
-    _say(f'step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} '
+              f'{clock.eta(step, self.total_steps, self.config.train.batch_size)}')
+    if self.first_log:
+      timing = 'compiled and ran in ' + chrono.format_duration(time.time() - self.first_log)
+    _say(f'step {step}/{self.total_steps} epoch {step / self.steps_per_epoch:.2f} '
          f"loss {metrics['loss']:.4f} top-1 err {100 * metrics['top1_error']:.1f}% "
-         + (f"top-5 err {100 * metrics['top5_error']:.1f}% " if config.model.num_classes > 5
-            else '')
-         + f"lr {metrics['learning_rate']:.2g} "
-         f'{timing}')
-    window.update(sums=None, steps=0, first=None)
+         + (f"top-5 err {100 * metrics['top5_error']:.1f}% "
+            if self.config.model.num_classes > 5 else '')
+         + f"lr {metrics['learning_rate']:.2g} {timing}")
+    self.window, self.first_log = [], None
     clock.reset(step)
 
-  def evaluate_and_save(step: int) -> None:
-    nonlocal state
-    results = evaluate.evaluate(last_eval_step if step == total_steps else eval_step,
-                                [state.params], _eval_batches(config, mesh), mesh, stats,
-                                progress=_say)
-    factor = plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
+  def evaluate(self, step: int) -> dict:
+    """Evaluates (ten patches at the last step), lets the plateau rule act (§5), logs."""
+    last = step == self.total_steps
+    results = evaluate.evaluate(self.last_eval_step if last else self.eval_step,
+                                [self.state.params], _eval_batches(self.config, self.mesh),
+                                self.mesh, self.stats, progress=_say)
+    factor = self.plateau.update(results['centre_top1_error'])  # §5: /10 on a plateau.
     # From the host (numpy), the same on every process: a jnp scalar would already sit on
     # one local device, which cannot be put on a sharding that spans processes.
-    state = state.replace(lr_factor=_replicated(mesh, np.float32(factor)))
-    history.append({'step': step, 'epoch': step / steps_per_epoch, **results})
-    writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
-    _write_conv1_kernels(writer, step, state.params, config.model.towers)
-    writer.flush()
-    table = _error_table(results, config.model.num_classes)
-    _say(f'step {step}: ' + table.replace('\n', ' | '))
-    save(step, results['centre_top1_error'])
+    self.state = self.state.replace(lr_factor=_replicated(self.mesh, np.float32(factor)))
+    self.history.append({'step': step, 'epoch': step / self.steps_per_epoch, **results})
+    self.writer.write_scalars(step, {f'val/{k}': v for k, v in results.items() if k != 'count'})
+    _write_conv1_kernels(self.writer, step, self.state.params, self.config.model.towers)
+    self.writer.flush()
+    if not last:  # The last one is printed once, as the run's result.
+      _say(f'step {step}: ' + _error_table(results, self.config.model.num_classes).replace(
+          '\n', ' | '))
+    return results
 
-  preempted, exit_code = False, 0
-  try:
-    with preemption.PreemptionWatch() as watch:
-      window['first'] = time.time() if step < total_steps else None
-      while step < total_steps:
-        t = time.time()
-        local_batch = next(train_iter)
-        clock.waited_for_data(time.time() - t)
-        with jax.set_mesh(mesh):
-          state, metrics = step_fn(state, sharding.global_batch(mesh, local_batch), stats)
-        window['sums'] = metrics if window['sums'] is None else jax.tree.map(
-            jnp.add, window['sums'], metrics)
-        window['steps'] += 1
-        step += 1
-        if step % config.train.log_every_steps == 0 or step == total_steps or window['first']:
-          log(step)
-        with clock.paused():  # Evaluation and saving are not training throughput.
-          if step % eval_every == 0 or step == total_steps:
-            evaluate_and_save(step)
-          elif step % config.checkpoint.every_steps == 0:
-            save(step)
-        if step < total_steps and watch.reached(step):
-          if saved['step'] != step:
-            save(step)
-          preempted, exit_code = True, watch.exit_code
-          what = 'Interrupted' if watch.signal == signal.SIGINT else 'Preempted'
-          _say(f'{what}: saved step {step} in {ckpt.directory}; rerun the same command '
-               'to resume.')
-          break
-  finally:
-    ckpt.close()
-    writer.close()
+  def results(self, step: int, preempted: bool, exit_code: int) -> dict:
+    """results.json's content (written by process 0)."""
+    results = {'workdir': self.workdir, 'step': step, 'epoch': step / self.steps_per_epoch,
+               'preempted': preempted, 'exit_code': exit_code,
+               'final': self.history[-1] if self.history else {}, 'history': self.history,
+               'train_history': self.train_history}
+    _write_json(os.path.join(self.workdir, 'results.json'), results)
+    return results
 
-  final = history[-1] if history else {}
-  results = {'workdir': workdir, 'step': step, 'epoch': step / steps_per_epoch,
-             'preempted': preempted, 'exit_code': exit_code, 'final': final,
-             'history': history, 'train_history': train_history}
-  _write_json(os.path.join(workdir, 'results.json'), results)
-  if final:
-    _say(_error_table(final, config.model.num_classes))
-  return results
+  def train(self) -> dict:
+    """The loop: train, log, evaluate, save, stop on a signal; then the results."""
+    config, step = self.config, int(self.state.step)
+    towers = f"{config.model.towers} tower{'s' if config.model.towers > 1 else ''}"
+    _say(f'Training {config.model.layout} net ({towers}) on mesh '
+         f"data={self.mesh.shape['data']} x tower={self.mesh.shape['tower']}, global batch "
+         f'{config.train.batch_size}, {self.steps_per_epoch} steps/epoch, steps '
+         f'{step}..{self.total_steps}.')
+    _say(f'Writing to {self.workdir}: checkpoints/, tensorboard/ (tensorboard --logdir '
+         f'{self.workdir}), results.json, logs/.')
+    if step < self.total_steps:
+      _say('Compiling the training step (the first step takes longer)...')
+    clock = chrono.Chrono(step)
+    serial = sharding.one_program_at_a_time(self.mesh)
+    dog = watchdog.Watchdog(config.train.watchdog_factor, config.train.watchdog_min_seconds,
+                            stacks_to=command_line.log_stream)
+    preempted, exit_code, final = False, 0, None
+    try:
+      with dog, preemption.PreemptionWatch(on_signal=dog.took_signal) as watch:
+        self.first_log = time.time() if step < self.total_steps else None
+        dog.beat()
+        while step < self.total_steps:
+          t = time.time()
+          local_batch = next(self.train_iter)
+          clock.waited_for_data(time.time() - t)
+          with jax.set_mesh(self.mesh):
+            self.state, metrics = self.step_fn(
+                self.state, sharding.global_batch(self.mesh, local_batch), self.stats)
+          if serial:
+            jax.block_until_ready(metrics)
+          self.window.append(metrics)
+          self.ckpt.check()  # A save that failed in the background stops the run here.
+          step += 1
+          dog.beat()
+          if (step % config.train.log_every_steps == 0 or step == self.total_steps
+              or self.first_log):
+            self.log(step, clock)
+          with clock.paused(), dog.paused():  # Neither is training throughput.
+            if step == self.total_steps:
+              final = self.evaluate(step)
+              # Results first: a save that fails at the end loses none of them.
+              self.results(step, False, 0)
+              self.save(step, final['centre_top1_error'])
+            elif step % self.eval_every == 0:
+              self.save(step, self.evaluate(step)['centre_top1_error'])
+            elif step % config.checkpoint.every_steps == 0:
+              self.save(step)
+            if step < self.total_steps and watch.reached(step):
+              if self.saved_step != step:
+                self.save(step)
+              preempted, exit_code = True, watch.exit_code
+              what = 'Interrupted' if watch.signal == signal.SIGINT else 'Preempted'
+              _say(f'{what}: saved step {step} in {self.ckpt.directory}; rerun the same '
+                   'command to resume.')
+              break
+        self.ckpt.wait_until_finished()  # The last save's failure, said here.
+    finally:
+      try:
+        self.ckpt.close()
+      finally:
+        self.writer.close()
+    results = self.results(step, preempted, exit_code)
+    if final is None and self.history and step == self.total_steps:
+      final = self.history[-1]  # A finished run, rerun: its result again.
+    if final:
+      _say(_error_table(final, config.model.num_classes))
+    return results
 
 
 def saved_params(config: ml_collections.ConfigDict, workdir: str | None, net, mesh: Mesh,

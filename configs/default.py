@@ -92,6 +92,11 @@ def get_config():
   train.num_steps = -1  # If > 0, overrides num_epochs.
   train.log_every_steps = 100
   train.eval_every_steps = -1  # -1: once per epoch.
+  # A training step that runs this many times longer than the median step, and longer than
+  # watchdog_min_seconds, is a hang: every thread's stack goes to the log and the run
+  # exits with status 75 for a scheduler to requeue (runtime/watchdog.py).
+  train.watchdog_factor = 100.0
+  train.watchdog_min_seconds = 180.0
 
   config.optimizer = opt = ml_collections.ConfigDict()
   opt.learning_rate = 0.01  # epsilon (§5).

@@ -61,6 +61,11 @@ def log_to_file(directory: str) -> str:
   return path
 
 
+def log_stream():
+  """The open log file of `log_to_file`, or None when the command keeps none."""
+  return logging.get_absl_handler().python_handler.stream if _log['path'] else None
+
+
 def _fail(message: str) -> None:
   print(f'Error: {message}', file=sys.stderr, flush=True)
   sys.exit(USER_ERROR_EXIT)

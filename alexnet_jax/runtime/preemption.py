@@ -24,7 +24,9 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class PreemptionWatch:
   """Tells the training loop when to save and stop; a context manager."""
 
-  def __init__(self):
+  def __init__(self, on_signal=lambda: None):
+    """on_signal: called (in the main thread) whenever a signal has been taken."""
+    self._on_signal_taken = on_signal
     self._signalled = threading.Event()
     self._previous = {}
     self.signal = None  # The signal that stopped the run, once one has.
@@ -48,6 +50,7 @@ class PreemptionWatch:
 
   def _on_signal(self, signum, frame) -> None:
     del frame
+    self._on_signal_taken()
     self.signal = signal.Signals(signum)
     # A second signal of the same kind: the default (SIGINT: KeyboardInterrupt at once).
     signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
