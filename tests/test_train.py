@@ -273,6 +273,10 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
   resumed = main('--config.train.num_steps=3')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resumed from step 2' in resumed.stdout and 'step 3/3' in resumed.stdout
+  os.remove(os.path.join(workdir, 'config.json'))  # The checkpoints' copy serves.
+  again = main('--config.train.num_steps=4')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Resumed from step 3' in again.stdout and 'config.json is missing' in again.stdout
   refused = main('--config.model.lrn=False')
   assert refused.returncode != 0
   assert 'model.lrn: True -> False' in refused.stderr
@@ -296,3 +300,94 @@ def test_ten_patches_only_at_the_last_evaluation(data_dir, tmp_path):
   first, last = results['history']
   assert 'centre_top1_error' in first and 'ten_patch_top1_error' not in first
   assert 'ten_patch_top1_error' in last and results['final'] == last
+
+
+def test_a_damaged_newest_checkpoint_is_passed_over_and_the_run_resumes_before_it(
+    data_dir, tmp_path, capsys):
+  train.train_and_evaluate(tiny_config(data_dir, num_steps=4, eval_every_steps=100),
+                           str(tmp_path))
+  kernel = max((p for p in (tmp_path / 'checkpoints' / '4').rglob('*') if p.is_file()),
+               key=lambda p: p.stat().st_size)
+  data = bytearray(kernel.read_bytes())
+  data[len(data) // 3] ^= 0x01  # One flipped bit.
+  kernel.write_bytes(bytes(data))
+  capsys.readouterr()
+  results = train.train_and_evaluate(tiny_config(data_dir, num_steps=6, eval_every_steps=100),
+                                     str(tmp_path))
+  out = capsys.readouterr().out
+  assert re.search(r'Damaged checkpoint in \S+/checkpoints \(step 4: its file \S+ no longer '
+                   r'matches the checksum .*\), so step 2 is used instead\. They were moved, '
+                   r'not deleted, to \S+/checkpoints_damaged', out), out
+  assert 'Resumed from step 2' in out and results['step'] == 6
+  assert [p.name.split('_')[0] for p in (tmp_path / 'checkpoints_damaged').iterdir()] == ['4']
+
+
+def _failing_background_save(monkeypatch, at_step):
+  """Orbax's background write of step `at_step` fails as on a full disk."""
+  real = checkpointing.ocp.CheckpointManager.wait_until_finished
+
+  def wait_until_finished(manager):
+    real(manager)
+    if manager.latest_step() == at_step:
+      raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, 'wait_until_finished',
+                      wait_until_finished)
+
+
+def test_a_failed_save_stops_the_run_at_once_and_the_rerun_resumes(
+    data_dir, tmp_path, monkeypatch):
+  config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
+  config.checkpoint.async_save = True
+  _failing_background_save(monkeypatch, at_step=4)
+  with pytest.raises(checkpointing.CheckpointSaveError,
+                     match=r'Saving the checkpoint of step 4 to \S+ failed \(No space left on '
+                           r'device, errno 28; [\d.]+ GB free there now\)\. The run stopped '
+                           r'there\. The last complete checkpoint is step 2\.'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'results.json').exists()
+  monkeypatch.undo()
+  assert train.train_and_evaluate(config, str(tmp_path))['step'] == 8
+
+
+def test_a_failed_final_save_loses_none_of_the_results(data_dir, tmp_path, monkeypatch):
+  config = tiny_config(data_dir, num_steps=4, eval_every_steps=100)
+  config.checkpoint.every_steps = 100
+  _failing_background_save(monkeypatch, at_step=4)
+  with pytest.raises(checkpointing.CheckpointSaveError, match='step 4 .*checkpoint is none'):
+    train.train_and_evaluate(config, str(tmp_path))
+  saved = json.load(open(tmp_path / 'results.json'))
+  assert saved['step'] == 4 and saved['final']['count'] == 37
+
+
+def test_a_non_finite_loss_before_any_save_says_it_starts_afresh(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
+  config.checkpoint.every_steps = 100
+  config.optimizer.learning_rate = 1e12
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'non-finite .*no checkpoint had been saved yet\. .*starts afresh'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('damage', ['missing', 'half-written'])
+def test_the_experiment_check_survives_a_lost_config_json(data_dir, tmp_path, capsys, damage):
+  train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2),
+                           str(tmp_path))
+  path = tmp_path / 'config.json'
+  if damage == 'missing':
+    path.unlink()
+  else:
+    path.write_text(path.read_text()[:200])
+  changed = tiny_config(data_dir, num_steps=4, eval_every_steps=2)
+  changed.optimizer.learning_rate = 0.5
+  with pytest.raises(saved_config.ConfigChangedError,
+                     match=r'optimizer\.learning_rate: 0\.05 -> 0\.5'):
+    train.train_and_evaluate(changed, str(tmp_path))
+  capsys.readouterr()
+  assert train.train_and_evaluate(tiny_config(data_dir, num_steps=4, eval_every_steps=2),
+                                  str(tmp_path))['step'] == 4
+  out = capsys.readouterr().out
+  why = 'is missing' if damage == 'missing' else 'is unreadable'
+  assert re.search(rf'config\.json {why}.*: checked against the config recorded in '
+                   r'checkpoint step 2, and config\.json is written again\.', out), out
+  assert json.load(open(path))['optimizer']['learning_rate'] == 0.05
+  assert (tmp_path / 'config.json.unreadable').exists() == (damage == 'half-written')
