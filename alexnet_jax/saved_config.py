@@ -120,10 +120,17 @@ def reference(workdir: str) -> tuple[dict | None, str | None]:
                     f'{found[0]}, and config.json is written again.')
 
 
+class _Unset:
+  """A field one of two configs lacks (a config saved by an older version)."""
+
+  def __repr__(self) -> str:
+    return '(unset)'
+
+
 def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
   """(field, old value, new value) for every field that differs, sorted by field."""
   old, new = _flat(old), _flat(new)
-  missing = object()
+  missing = _Unset()
   return [(name, old.get(name, missing), new.get(name, missing))
           for name in sorted(old.keys() | new.keys())
           if old.get(name, missing) != new.get(name, missing)]

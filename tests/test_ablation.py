@@ -3,6 +3,7 @@ chart, the runner's commands, skipping and checks, and one tiny real study end t
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -306,7 +307,10 @@ def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
   proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                         env=env)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  assert '[2/2] no_lrn seed 0: ' in proc.stdout and '| no_lrn | 0 | 72/64 px' in proc.stdout
+  assert '0 of 2 runs finished before; 2 to run.' in proc.stdout
+  assert re.search(r'\[2/2\] no_lrn seed 0 \(about \dh\d\dm\d\ds left for 1 run, at the mean '
+                   r'time of those run so far\): ', proc.stdout), proc.stdout
+  assert '| no_lrn | 0 | 72/64 px' in proc.stdout
   real = json.load(open(out / 'no_lrn_seed0' / 'results.json'))
   made = results_json('w', (1, 2, 3, 4))
   assert set(real) == set(made) and set(real['final']) == set(made['final'])
@@ -315,3 +319,4 @@ def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
                          env=env)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count('finished (') == 2 and 'Wrote ' in again.stdout
+  assert '2 of 2 runs finished before; 0 to run.' in again.stdout

@@ -58,6 +58,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import ml_collections
 from absl import flags
@@ -65,7 +66,7 @@ from ml_collections import config_flags
 
 from alexnet_jax import preflight, saved_config, sharding
 from alexnet_jax.experiments import ablation_report
-from alexnet_jax.runtime import command_line, errors
+from alexnet_jax.runtime import chrono, command_line, errors
 from configs import ilsvrc2012
 
 CONFIG = 'configs/ilsvrc2012.py'
@@ -244,12 +245,21 @@ def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False) -> int:
   if code:
     print(f'Stopped: preparing the data exited with status {code}.', flush=True)
     return code
+  print(f'{len(runs) - len(todo)} of {len(runs)} runs finished before; {len(todo)} to run.',
+        flush=True)
+  durations = []
   for i, run in enumerate(runs, 1):
     if run not in todo:
       print(f'[{i}/{len(runs)}] {run.title}: finished ({run.workdir}), skipped', flush=True)
       continue
-    print(f'[{i}/{len(runs)}] {run.title}: {shlex.join(run.argv)}', flush=True)
+    left = len(todo) - len(durations)
+    estimate = (f' (about {chrono.format_duration(left * sum(durations) / len(durations))} '
+                f'left for {left} run{"s" * (left > 1)}, at the mean time of those run so far)'
+                if durations else '')
+    print(f'[{i}/{len(runs)}] {run.title}{estimate}: {shlex.join(run.argv)}', flush=True)
+    started = time.time()
     code = _run(run.argv)
+    durations.append(time.time() - started)
     reason = unfinished(run)
     if reason:
       print(f'Stopped: {run.title} exited with status {code} and has not finished: {reason} '

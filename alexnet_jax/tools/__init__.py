@@ -2,7 +2,8 @@
 
 `summary` prints the layer table (REFERENCE §1), `hlo_audit` the collectives of the
 compiled training step, `bench` times the step against the PyTorch twins of
-`torch_reference`, `input_bench` times the input pipeline stage by stage, and
+`torch_reference`, `input_bench` times the input pipeline stage by stage,
+`hang_stress` runs many short training runs under load and counts those that hang, and
 `gpu_check` runs the tests, the demo, `bench` and `hlo_audit` on a GPU in one call
 (`gpu_check.sh`, with the wheels that `gpu_wheels.sh` prepares).
 
