@@ -1,4 +1,5 @@
-"""Starting a net from torchvision's AlexNet weights (`model.pretrained=PATH`).
+"""Starting a net from torchvision's AlexNet weights (`model.pretrained=PATH`, or
+`model.pretrained=torchvision`: fetched once by published_weights.py).
 
 torchvision's `alexnet` is the one-tower "one weird trick" layout (`model.layout=
 'torchvision'`, REFERENCE §1). Its state dict names the layers `features.{0,3,6,8,10}`
@@ -21,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from alexnet_jax import weight_files
+from alexnet_jax import published_weights, weight_files
 
 # This net's layer -> torchvision's module prefix.
 TORCHVISION_NAMES = {
@@ -86,7 +87,7 @@ def load(config: ml_collections.ConfigDict, abstract_params) -> Pretrained:
       net does not have, or a layer's shape differs (other than fc8's class count).
   """
   _check_layout(config)
-  path = config.model.pretrained
+  path = published_weights.resolve(config.model.pretrained)
   state = weight_files.read_state_dict(path)
   known = {f'{prefix}.{part}' for prefix in TORCHVISION_NAMES.values()
            for part in ('weight', 'bias')}

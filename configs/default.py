@@ -41,8 +41,10 @@ def get_config():
   #   'he' (not the paper's): std sqrt(2 / fan-in), biases 0; needs data.mean='torchvision'.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   model.pretrained = ''  # A fresh run starts from these weights: torchvision AlexNet's
-  #   state dict (.pth from torch.save, .npz or .safetensors; layout 'torchvision' only).
-  #   Layers missing from the file (or fc8 for another class count) start fresh.
+  #   state dict (.pth from torch.save, .npz or .safetensors; layout 'torchvision' only),
+  #   or 'torchvision': its published ImageNet weights, downloaded once into
+  #   ~/.cache/alexnet_jax (published_weights.py). Layers missing from the file (or fc8 for
+  #   another class count) start fresh.
 
   # --- Devices ------------------------------------------------------------------------------
   config.mesh = mesh = ml_collections.ConfigDict()
