@@ -4,7 +4,7 @@
 
 N is the number of maps of one tower: each tower normalises only its own maps, as each GPU
 did in the paper. alpha' is alpha as the formula is printed ('printed'), or alpha / n
-('divided'), the convention of cuda-convnet, Caffe and PyTorch (REFERENCE §3).
+('divided'), the convention of cuda-convnet, Caffe and PyTorch (docs/paper.md, "Layers").
 """
 
 import jax

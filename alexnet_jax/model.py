@@ -92,7 +92,7 @@ def _cifar10_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], li
 
 
 def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[DenseLayer]]:
-  """The layers of the configured variant, in order (REFERENCE §1)."""
+  """The layers of the configured variant, in order (docs/paper.md, "The net")."""
   if model.layout not in LAYOUTS:
     raise ValueError(f'model.layout={model.layout!r}: use one of {LAYOUTS}.')
   if model.remove_conv not in REMOVABLE:
@@ -134,7 +134,8 @@ def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[
 
 
 def _initializers(layer: ConvLayer | DenseLayer, scheme: str):
-  """Weight and bias initialisers of one layer under an init scheme (REFERENCE §4)."""
+  """Weight and bias initialisers of one layer under an init scheme (§5; docs/paper.md,
+  "Training")."""
   if scheme not in INITS:
     raise ValueError(f'model.init={scheme!r}: use one of {INITS}.')
   if scheme == 'he':  # Not the paper's: He et al. 2015, for inputs of unit scale.
@@ -156,7 +157,7 @@ def _convnet_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """cuda-convnet's geometry: out = 1 + ceil((size - kernel) / stride), padding at the end.
 
   For a 224 input and conv1 (11, stride 4) that is 3 zero rows/columns at the bottom/right,
-  giving Figure 2's 55x55 (REFERENCE §2); a 227 input (Caffe) needs none.
+  giving Figure 2's 55x55 (docs/paper.md, "Input geometry"); a 227 input (Caffe) needs none.
   """
   out = 1 + math.ceil((size - kernel) / stride)
   return 0, max(0, (out - 1) * stride + kernel - size)

@@ -2,7 +2,7 @@
 `model.pretrained=torchvision`: fetched once by published_weights.py).
 
 torchvision's `alexnet` is the one-tower "one weird trick" layout (`model.layout=
-'torchvision'`, REFERENCE §1). Its state dict names the layers `features.{0,3,6,8,10}`
+'torchvision'`, docs/paper.md, "The net"). Its state dict names the layers `features.{0,3,6,8,10}`
 (conv1-conv5) and `classifier.{1,4,6}` (fc6-fc8). Converting to this project's layout:
 
 - conv kernels OIHW -> HWIO; linear weights (out, in) -> (in, out);

@@ -6,7 +6,7 @@
 
 evaluates torchvision's weights on the validation set (torchvision publishes 56.5% top-1
 and 79.1% top-5 accuracy for them, one centre crop). The net is the one-tower
-"one weird trick" layout (64-192-384-256-256 kernels, no LRN; REFERENCE §1) with
+"one weird trick" layout (64-192-384-256-256 kernels, no LRN; docs/paper.md, "The net") with
 torchvision's preprocessing: shorter side 256, centre crop 224, RGB/255 minus
 (0.485, 0.456, 0.406) divided by (0.229, 0.224, 0.225). Training from it (without
 eval.only) starts from the weights and follows the paper's recipe otherwise.

@@ -1,4 +1,5 @@
-"""The net of REFERENCE §1: parameter counts of every variant, layer shapes, init, dropout."""
+"""The net of docs/paper.md ("The net"): parameter counts of every variant, layer shapes,
+init, dropout."""
 
 import os
 import subprocess
@@ -48,7 +49,7 @@ def test_parameter_counts(fields, expected):
 
 def test_layer_table_matches_reference():
   rows = {r.name: r for r in summary.layer_rows(make_config())}
-  # REFERENCE §1: output shapes, parameters and MACs of every layer.
+  # docs/paper.md, "The net": output shapes, parameters and MACs of every layer.
   assert rows['conv1'].output == '55x55x96 -> 27x27x96'
   assert rows['conv2'].output == '27x27x256 -> 13x13x256'
   assert rows['conv3'].output == '13x13x384'
@@ -71,7 +72,7 @@ def test_layer_table_matches_reference():
 
 def test_one_tower_macs_and_227_input():
   one = summary.layer_rows(make_config(towers=1))
-  assert sum(r.macs for r in one) == 391_514_384  # REFERENCE §1, footnote 2 net.
+  assert sum(r.macs for r in one) == 391_514_384  # docs/paper.md: footnote 2's net.
   config = make_config()
   config.data.crop_size = 227  # Caffe's geometry: no padding needed for 55x55.
   rows = {r.name: r for r in summary.layer_rows(config)}

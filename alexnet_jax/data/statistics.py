@@ -5,11 +5,11 @@ workers) and `write_stats` turns its sums into `alexnet_stats_<split>_<size>px.n
 the prepared dataset's directory; `load_stats` turns the config's choices (`data.mean`,
 `data.pca_stats`) into a `DataStats`.
 
-Pixel scale. The paper's net eats pixels on the 0..255 scale minus the mean (§2). The published ImageNet PCA
-eigenpairs are defined for pixels in [0, 1]; the colour noise `eigvec @ (alpha * eigval)`
-is computed on that scale and multiplied by 255 (REFERENCE §5), so `DataStats.pca_eigval`
-holds 255 * the [0, 1]-scale eigenvalues and noise = `eigvec @ (alpha * pca_eigval)`
-directly on the 0..255 scale. PCA computed over a dataset follows the same convention:
+Pixel scale. The paper's net eats pixels on the 0..255 scale minus the mean (§2). The
+published ImageNet PCA eigenpairs are defined for pixels in [0, 1]; the colour noise
+`eigvec @ (alpha * eigval)` is computed on that scale and multiplied by 255 (docs/paper.md,
+"Data and augmentation"), so `DataStats.pca_eigval` holds 255 * the [0, 1]-scale
+eigenvalues and noise = `eigvec @ (alpha * pca_eigval)` directly on the 0..255 scale. PCA computed over a dataset follows the same convention:
 the covariance of its [0, 1] pixels, eigenvalues times 255.
 
 torchvision's pretrained nets eat RGB/255 minus (0.485, 0.456, 0.406), divided by
@@ -28,12 +28,14 @@ from alexnet_jax.data import decode
 from alexnet_jax.data import sources
 from alexnet_jax.data import workers
 
-# Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; REFERENCE §5).
+# Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; docs/paper.md, "Data
+# and augmentation").
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406]) * 255
 # Per-channel ImageNet standard deviations, RGB on 0..255, as torchvision's nets expect.
 IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225]) * 255
 MEANS = ('dataset', 'imagenet', 'torchvision', 'none')
-# ImageNet RGB PCA for pixels in [0, 1] (REFERENCE §5): eigenvalues, eigenvectors as columns.
+# ImageNet RGB PCA for pixels in [0, 1] (docs/paper.md, "Data and augmentation"): eigenvalues,
+# eigenvectors as columns.
 IMAGENET_PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
 IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                                 [-0.5808, -0.0045, -0.8140],

@@ -11,9 +11,10 @@ calls `write_report` after its runs.
 
 For each run: its centre-patch and ten-patch top-1 and top-5 errors (§4.1), each with its
 change Δ against the baseline (the mean over the baseline's seeds) in percentage points,
-positive when the ablation raised the error; the change the paper states (`PAPER`,
-REFERENCE §6) beside it; and a verdict for top-1 and top-5 on the ten-patch errors, the
-paper's test (the centre patch's when the runs were evaluated without ten patches).
+positive when the ablation raised the error; the change the paper states (`PAPER`;
+docs/paper.md, "Results to compare with") beside it; and a verdict for top-1 and top-5 on
+the ten-patch errors, the paper's test (the centre patch's when the runs were evaluated
+without ten patches).
 
 Noise: the baseline's seeds differ in initialisation, dropout, augmentation and data
 order, and nothing else. The noise band is the largest distance of a baseline seed from
@@ -75,9 +76,9 @@ class PaperEffect:
   note: str = ''  # What else to know when comparing.
 
 
-# What the paper states of each variant of configs/ilsvrc2012.py (REFERENCE §6), as the
-# change of ILSVRC error when the component is removed. Every one is a rise: a measured
-# change agrees in direction when it is positive. Variants missing here (tanh, conv6,
+# What the paper states of each variant of configs/ilsvrc2012.py (docs/paper.md, "Results to
+# compare with"), as the change of ILSVRC error when the component is removed. Every one is
+# a rise: a measured change agrees in direction when it is positive. Variants missing here (tanh, conv6,
 # caffe) have no stated effect on ILSVRC error.
 _MIDDLE_CONV = PaperEffect('§7', Stated('about +2', 2.0), None,
                            'removing any middle convolutional layer costs about 2% top-1.')

@@ -1,6 +1,6 @@
 """Developer commands: look inside the net and time it (`python -m alexnet_jax.tools.X`).
 
-`summary` prints the layer table (REFERENCE §1), `hlo_audit` the collectives of the
+`summary` prints the layer table (docs/paper.md, "The net"), `hlo_audit` the collectives of the
 compiled training step, `bench` times the step against the PyTorch twins of
 `torch_reference`, `input_bench` times the input pipeline stage by stage,
 `hang_stress` runs many short training runs under load and counts those that hang, and

@@ -8,8 +8,9 @@ the conditions under which steps on several CPU devices have hung in a collectiv
 that hangs ends either by the watchdog (exit 75; runtime/watchdog.py) or by XLA's
 collective timeout, shortened here to `--collective_timeout` seconds (exit 134), so a hang
 costs a minute, not ten. `--project=DIR` runs another checkout's code (`python -m` runs
-the package in its working directory), to compare a change with the code before it. Prints one line per run and a summary (runs, steps, hangs, other
-failures), and writes it as JSON to OUT/stress.json. Exits non-zero if any run failed.
+the package in its working directory), to compare a change with the code before it.
+Prints one line per run and a summary (runs, steps, hangs, other failures), and writes it
+as JSON to OUT/stress.json. Exits non-zero if any run failed.
 """
 
 import collections

@@ -1,4 +1,4 @@
-"""A table of the configured net, layer by layer, like REFERENCE §1 and the paper's Figure 2.
+"""A table of the configured net, layer by layer, like docs/paper.md's and the paper's Figure 2.
 
   python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py
   python -m alexnet_jax.tools.summary --config=configs/ilsvrc2012.py --config.model.towers=1

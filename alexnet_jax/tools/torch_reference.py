@@ -2,7 +2,7 @@
 
 They exist so that `python -m alexnet_jax.tools.bench --torch` can time the same training work
 in PyTorch in the same run; nothing else in alexnet_jax imports this file, and PyTorch is
-not a dependency (install it yourself to use --torch). Two layouts (REFERENCE §1):
+not a dependency (install it yourself to use --torch). Two layouts (docs/paper.md, "The net"):
 
 - `TorchvisionAlexNet`: torchvision's `alexnet` (64-192-384-256-256, no LRN, pad 2 in
   conv1, dropout before fc6 and fc7), written out rather than imported, with the same
@@ -11,7 +11,7 @@ not a dependency (install it yourself to use --torch). Two layouts (REFERENCE §
   conv5), LRN inside each tower, cuda-convnet's conv1 geometry (zero rows/columns at the
   bottom/right, 55x55 from 224 crops), dropout after fc6 and fc7: 60,965,224 parameters.
 
-`torch.nn.LocalResponseNorm` divides alpha by the window size (REFERENCE §3), so the
+`torch.nn.LocalResponseNorm` divides alpha by the window size (docs/paper.md, "Layers"), so the
 paper's formula as printed (alpha=1e-4) is `LocalResponseNorm(5, alpha=5e-4, beta=0.75,
 k=2)`: pass `lrn_alpha` = size x the effective alpha of lrn.effective_alpha.
 """
