@@ -9,8 +9,9 @@ Pixel scale. The paper's net eats pixels on the 0..255 scale minus the mean (§2
 published ImageNet PCA eigenpairs are defined for pixels in [0, 1]; the colour noise
 `eigvec @ (alpha * eigval)` is computed on that scale and multiplied by 255 (docs/paper.md,
 "Data and augmentation"), so `DataStats.pca_eigval` holds 255 * the [0, 1]-scale
-eigenvalues and noise = `eigvec @ (alpha * pca_eigval)` directly on the 0..255 scale. PCA computed over a dataset follows the same convention:
-the covariance of its [0, 1] pixels, eigenvalues times 255.
+eigenvalues and noise = `eigvec @ (alpha * pca_eigval)` directly on the 0..255 scale. PCA
+computed over a dataset follows the same convention: the covariance of its [0, 1] pixels,
+eigenvalues times 255.
 
 torchvision's pretrained nets eat RGB/255 minus (0.485, 0.456, 0.406), divided by
 (0.229, 0.224, 0.225) (`data.mean='torchvision'`): on the 0..255 scale, the mean 255 x

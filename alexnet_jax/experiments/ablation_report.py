@@ -78,8 +78,8 @@ class PaperEffect:
 
 # What the paper states of each variant of configs/ilsvrc2012.py (docs/paper.md, "Results to
 # compare with"), as the change of ILSVRC error when the component is removed. Every one is
-# a rise: a measured change agrees in direction when it is positive. Variants missing here (tanh, conv6,
-# caffe) have no stated effect on ILSVRC error.
+# a rise: a measured change agrees in direction when it is positive. Variants missing here
+# (tanh, conv6, caffe) have no stated effect on ILSVRC error.
 _MIDDLE_CONV = PaperEffect('§7', Stated('about +2', 2.0), None,
                            'removing any middle convolutional layer costs about 2% top-1.')
 PAPER = {
