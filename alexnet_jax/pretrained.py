@@ -9,8 +9,9 @@ torchvision's `alexnet` is the one-tower "one weird trick" layout (`model.layout
 - fc6's inputs: PyTorch flattens pool5's maps as (channel, row, column), this net as
   (row, column, channel) (model.py), so fc6's rows are reordered.
 
-A file may hold only some layers (e.g. the convolutional ones). Layers present with the
-right shapes are loaded; absent ones keep their fresh initialisation; fc8 with another
+A file may hold only some layers (e.g. the convolutional ones), and `model.pretrained_layers`
+may choose some of those it holds. Layers present (and chosen) with the right shapes are
+loaded; absent ones keep their fresh initialisation; fc8 with another
 class count is initialised fresh too (fine-tuning on other classes). Any other mismatch is
 an error naming the layer, both shapes and what to change.
 """
@@ -97,8 +98,17 @@ def load(config: ml_collections.ConfigDict, abstract_params) -> Pretrained:
         f'{path} has entries torchvision AlexNet does not have: {", ".join(unknown[:8])}'
         f'{" ..." if len(unknown) > 8 else ""}. Expected names like features.0.weight and '
         'classifier.6.bias (torchvision.models.alexnet().state_dict()).')
+  chosen = [name.strip() for name in config.model.pretrained_layers.split(',') if name.strip()]
+  strangers = sorted(set(chosen) - set(abstract_params))
+  if strangers:
+    raise PretrainedError(
+        f'model.pretrained_layers={config.model.pretrained_layers!r} names {strangers}, which '
+        f'the configured net does not have; its layers are {", ".join(abstract_params)}.')
   params, fresh = {}, {}
   for layer, shapes in abstract_params.items():
+    if chosen and layer not in chosen:
+      fresh[layer] = 'not in model.pretrained_layers'
+      continue
     prefix = TORCHVISION_NAMES.get(layer)
     weight, bias = state.get(f'{prefix}.weight'), state.get(f'{prefix}.bias')
     if weight is None and bias is None:

@@ -40,7 +40,7 @@ RESUMABLE = ('host_devices', 'mesh.', 'train.num_steps', 'train.num_epochs',
              'train.log_every_steps', 'train.watchdog_factor', 'train.watchdog_min_seconds',
              'checkpoint.', 'eval.', 'data.worker_count',
              'data.worker_buffer_size', 'data.prepare_processes', 'data.data_dir',
-             'data.manual_dir', 'model.pretrained')
+             'data.manual_dir', 'model.pretrained', 'model.pretrained_layers')
 
 
 class ConfigChangedError(errors.UserError, ValueError):

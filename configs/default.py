@@ -45,6 +45,8 @@ def get_config():
   #   or 'torchvision': its published ImageNet weights, downloaded once into
   #   ~/.cache/alexnet_jax (published_weights.py). Layers missing from the file (or fc8 for
   #   another class count) start fresh.
+  model.pretrained_layers = ''  # Load only these layers of model.pretrained, e.g.
+  #   'conv1,conv2,conv3,conv4,conv5'; '': every layer the file has.
 
   # --- Devices ------------------------------------------------------------------------------
   config.mesh = mesh = ml_collections.ConfigDict()

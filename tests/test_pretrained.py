@@ -138,3 +138,18 @@ def test_imported_net_gives_pytorchs_logits(tmp_path):
     theirs = twin(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
   assert np.abs(theirs).max() > 1e-2
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+
+
+def test_pretrained_layers_chooses_among_the_files_layers(tmp_path):
+  path = str(tmp_path / 'features.pth')
+  torch_zip.write(path, _conv_arrays())
+  config = _config(63, path=path)
+  config.model.pretrained_layers = 'conv1, conv2'
+  loaded = pretrained.load(config, _abstract_params(config))
+  assert list(loaded.params) == ['conv1', 'conv2']
+  assert loaded.fresh['conv3'] == 'not in model.pretrained_layers'
+  config.model.pretrained_layers = 'conv1,conv9'
+  with pytest.raises(pretrained.PretrainedError,
+                     match=r"names \['conv9'\], which the configured net does not have; its "
+                           'layers are conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8'):
+    pretrained.load(config, _abstract_params(config))

@@ -93,7 +93,9 @@ def test_a_query_identical_to_a_training_image_finds_it_first(planted, untrained
   assert found['train_labels'].shape == (24,) and found['query_labels'][query] == 1
   for space in retrieval.SPACES:
     assert found[space].indices[query, 0] == duplicate, space
-    assert found[space].distances[query, 0] < 1e-3 * found[space].distances[query, 1], space
+    # Zero up to float32 rounding: squared distances as |a|^2 + |b|^2 - 2ab keep an ulp of
+    # the squared norms (1.5e-5 for an untrained net's fc7 on an AMD EPYC, next 4.6e-4).
+    assert found[space].distances[query, 0] < 0.1 * found[space].distances[query, 1], space
 
 
 def test_the_command_writes_montages_and_precisions(planted, untrained_run, tmp_path):
@@ -103,7 +105,7 @@ def test_the_command_writes_montages_and_precisions(planted, untrained_run, tmp_
        f'--out_dir={tmp_path}'], capture_output=True, text=True, timeout=150)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (f"Retrieval (§6.1): 9 images of 'validation' against every image of 'train', "
-          f'k=3, {untrained_run} step 0') in proc.stdout
+          f'k=3, {os.path.basename(untrained_run)} step 0') in proc.stdout
   assert 'precision@3: fc7 ' in proc.stdout
   summary = json.load(open(tmp_path / 'retrieval_step0.json'))
   assert summary['searched'] == "24 of 'train'"

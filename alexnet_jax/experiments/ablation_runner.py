@@ -10,12 +10,12 @@ On Imagenette, with the README's folder overrides, on a 2-core CPU (one forced C
 per tower), evaluating only at the end (a ten-patch pass over its 3,925 photos takes
 about 90 s there):
 
-  mkdir -p /tmp/imagenette2-224
-  tar -xzf ../shared/data/imagenette2-224.tar.gz -C /tmp/imagenette2-224
+  mkdir -p /tmp/imagenette
+  tar -xzf imagenette2-320.tgz -C /tmp/imagenette --strip-components=1  # fast.ai's release
   python -m alexnet_jax.experiments.ablation_runner --out=/tmp/ablation_imagenette \
       --image_size=128 --crop_size=112 --epochs=8 --batch_size=32 \
       --config.host_devices=2 --config.data.source=folder \
-      --config.data.folder=/tmp/imagenette2-224 --config.data.data_dir=/tmp/imagenette_data \
+      --config.data.folder=/tmp/imagenette --config.data.data_dir=/tmp/imagenette_data \
       --config.data.eval_split=val --config.model.num_classes=10 --config.model.init=caffe \
       --config.eval.batch_size=100 --config.optimizer.learning_rate=0.01 \
       --config.optimizer.schedule=steps --config.optimizer.step_epochs=6 \

@@ -3,7 +3,7 @@ colour-specific each tower's kernels are.
 
   python -m alexnet_jax.experiments.conv1_kernels --workdir=runs/alexnet
   python -m alexnet_jax.experiments.conv1_kernels --workdir=runs/alexnet --step=50000
-  python -m alexnet_jax.experiments.conv1_kernels --weights=alexnet-owt-7be5be79.pth \
+  python -m alexnet_jax.experiments.conv1_kernels --weights=torchvision \
       --out_dir=figures
 
 The picture is kernel_picture.kernel_grid's: the 96 kernels of 11x11x3 in rows of 16,
@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from alexnet_jax import kernel_picture, saved_config, weight_files
+from alexnet_jax import kernel_picture, published_weights, saved_config, weight_files
 from alexnet_jax.experiments import trained_net
 from alexnet_jax.runtime import command_line, errors
 
@@ -73,7 +73,7 @@ def write_figure(kernels: np.ndarray, towers: int, out_dir: str, name: str,
   Image.fromarray(picture).save(png)
   h, w, c, n = kernels.shape
   summary = {'source': source, 'kernels': f'{n} of {h}x{w}x{c}', 'towers': towers,
-             'picture': png, 'per_tower': tower_summary(shares, towers),
+             'picture': os.path.basename(png), 'per_tower': tower_summary(shares, towers),
              'chroma_share_per_kernel': [round(float(s), 4) for s in shares]}
   with open(json_path, 'w') as f:
     json.dump(summary, f, indent=2)
@@ -93,14 +93,16 @@ def format_summary(summary: dict) -> str:
 
 
 def file_figure(path: str, out_dir: str) -> dict:
-  """Figure 3's picture and shares for the conv1 of a torchvision state dict at `path`."""
+  """Figure 3's picture and shares for the conv1 of a torchvision state dict at `path` (or
+  of a published one by name: 'torchvision')."""
+  path = published_weights.resolve(path)
   state = weight_files.read_state_dict(path)
   if 'features.0.weight' not in state:
     raise errors.UserError(f'{path} has no features.0.weight (torchvision AlexNet\'s conv1).')
   os.makedirs(out_dir, exist_ok=True)
   name = os.path.splitext(os.path.basename(path))[0]
   return write_figure(state['features.0.weight'].transpose(2, 3, 1, 0), 1, out_dir,
-                      f'conv1_kernels_{name}', os.path.abspath(path))
+                      f'conv1_kernels_{name}', os.path.basename(path))
 
 
 def main(argv):
@@ -119,12 +121,13 @@ def main(argv):
                                            None if FLAGS.step < 0 else FLAGS.step)
   kernels = jax.device_get(params['conv1']['kernel'])
   summary = write_figure(kernels, config.model.towers, out_dir, f'conv1_kernels_step{step}',
-                         f'{os.path.abspath(os.path.expanduser(FLAGS.workdir))} step {step}')
+                         f'{os.path.basename(os.path.normpath(FLAGS.workdir))} step {step}')
   print(format_summary(summary))
 
 
 if __name__ == '__main__':
   trained_net.define_flags(workdir_required=False)
   flags.DEFINE_string('weights', None, 'Instead of --workdir: a torchvision state dict '
-                      '(.pth, .npz, .safetensors) whose conv1 to draw.')
+                      '(.pth, .npz, .safetensors) whose conv1 to draw, or torchvision (its '
+                      'published weights, downloaded once).')
   command_line.run(main, saved_config.argv_with_saved_config(sys.argv))

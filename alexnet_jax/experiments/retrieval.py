@@ -270,7 +270,7 @@ def main(argv):
                                                 None if FLAGS.step < 0 else FLAGS.step)
   stats = jax.device_put(jax.tree.map(lambda x: np.asarray(x, np.float32), stats),
                          NamedSharding(mesh, P()))
-  source = f'{os.path.abspath(os.path.expanduser(FLAGS.workdir))} step {step}'
+  source = f'{os.path.basename(os.path.normpath(FLAGS.workdir))} step {step}'
   print(f'Retrieval (§6.1): {len(indices)} images of {config.data.eval_split!r} against '
         f'every image of {config.data.train_split!r}, k={FLAGS.k}, {source}', flush=True)
   found = search(config, net, mesh, params, stats, indices, FLAGS.k)

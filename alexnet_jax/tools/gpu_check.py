@@ -1,11 +1,10 @@
-"""Command: the whole GPU check in one call (issue 16), every result under --out.
+"""Command: the whole GPU check in one call, every result under --out.
 
-On the machine with one NVIDIA GPU, through the device tool, after
-`bash alexnet_jax/tools/gpu_wheels.sh` in the checkout that the tool sends:
+On a machine with one NVIDIA GPU and no network, in a copy of the checkout that holds
+`.gpu_wheels/` (filled beforehand by `bash alexnet_jax/tools/gpu_wheels.sh` where pip can
+download), with a time limit of about 540 s:
 
-  command: bash alexnet_jax/tools/gpu_check.sh --out=$OUT
-  carry:   ['.gpu_wheels']
-  timeout_s: 540
+  bash alexnet_jax/tools/gpu_check.sh --out=OUT
 
 gpu_check.sh installs the carried wheels where they are not installed yet, then runs this
 module; everything ends within --total_s (450 s). Runs left out for lack of time are
@@ -46,7 +45,7 @@ once instead of leaving them on the CPU) and XLA_PYTHON_CLIENT_MEM_FRACTION=.5:
                leave; runs that no longer fit are listed with the command to run them.
 
 Results, rewritten after every part (a run killed from outside still returns what it
-finished); three files, as the device tool brings back at most eight:
+finished); three files, few enough to copy back from any remote machine:
 
   OUT/gpu_check.json  environment, and per part: status (passed, failed, timed_out,
                       incomplete, error), seconds, each child's command, exit status and
@@ -136,7 +135,7 @@ class BenchRun:
     return args
 
 
-# Most wanted first (issue 16's targets are bf16, batch 1024 and 128). The paper runs
+# Most wanted first (the GPU targets of docs/benchmarks.md are bf16, batch 1024 and 128). The paper runs
 # time both PyTorch twins (paper and torchvision layouts); the torchvision runs are
 # compared with those rows (`comparisons` in the JSON). torch.compile has runs of its own,
 # so that a slow compilation cannot take the eager rows and JAX's numbers down with it
@@ -559,7 +558,7 @@ def _status(children: list[dict]) -> str:
 
 
 def summary_lines(report: dict) -> list[str]:
-  """The short table printed last (the device tool returns the end of the output)."""
+  """The short table printed last (a remote runner often returns only the output's end)."""
   parts = report['parts']
   lines = [f"GPU check ({report['mode']}), {report.get('seconds', 0):.0f} s:"]
   for name, part in parts.items():

@@ -2,11 +2,9 @@
 # The GPU check (alexnet_jax/tools/gpu_check.py, whose docstring says what it runs and
 # writes) on a machine whose Python may lack this project's packages.
 #
-# On the GPU machine, through the device tool, after `bash alexnet_jax/tools/gpu_wheels.sh`
-# in the checkout that the tool sends:
-#   command: bash alexnet_jax/tools/gpu_check.sh --out=$OUT
-#   carry:   ['.gpu_wheels']
-#   timeout_s: 540
+# On the GPU machine, in a copy of the checkout holding .gpu_wheels/ (filled beforehand by
+# `bash alexnet_jax/tools/gpu_wheels.sh` where pip can download), within about 540 s:
+#   bash alexnet_jax/tools/gpu_check.sh --out=OUT
 # On a CPU, the dry run at tiny sizes (tests/test_gpu_check.py runs it):
 #   bash alexnet_jax/tools/gpu_check.sh --cpu --out=/tmp/gpu_check
 #

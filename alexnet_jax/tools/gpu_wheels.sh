@@ -4,11 +4,11 @@
 #
 #   bash alexnet_jax/tools/gpu_wheels.sh    # where pip can download; then carry .gpu_wheels
 #
-# The GPU machine: x86-64, Python 3.12, no network; it has jax, flax, optax,
-# orbax-checkpoint, numpy, absl-py, etils, pillow, psutil, protobuf, six, torch (the
-# device tool's KINDS.md lists its packages). Versions here: requirements.txt's pins, and
-# for what those need, the versions pip resolved for requirements.txt. The total must stay
-# well under the 64 MiB that travel with the working tree: this fails above LIMIT_MIB.
+# The GPU machine it was written for: x86-64, Python 3.12, no network; it has jax, flax,
+# optax, orbax-checkpoint, numpy, absl-py, etils, pillow, psutil, protobuf, six, torch.
+# Versions here: requirements.txt's pins, and for what those need, the versions pip
+# resolved for requirements.txt. The wheels are copied with the checkout, so their total
+# is kept small: this fails above LIMIT_MIB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"

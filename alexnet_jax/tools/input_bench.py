@@ -1,6 +1,6 @@
 """Command: how fast the input pipeline runs on this machine, stage by stage, in images/s.
 
-  python -m alexnet_jax.tools.input_bench --source=../shared/data/imagenette2-224.tar.gz
+  python -m alexnet_jax.tools.input_bench --source=imagenette2-320.tgz
   python -m alexnet_jax.tools.input_bench \
       --source=~/tensorflow_datasets/ilsvrc2012_prepared/256px_q90/1.0.0 --workers=0,8,16
 
@@ -78,6 +78,9 @@ def _prepared_config(source: str):
       logging.info('Unpacking %s into %s', source, folder)
       with tarfile.open(source) as tar:
         tar.extractall(folder, filter='data')
+    inside = os.listdir(folder)
+    if len(inside) == 1 and os.path.isdir(os.path.join(folder, inside[0])):
+      folder = os.path.join(folder, inside[0])  # An archive of one folder (imagenette2-320/).
   config = _config(os.path.join(_WORK_DIR.value, 'data'), 'folder', folder)
   sources.prepare(config)
   return config
