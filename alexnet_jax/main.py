@@ -49,6 +49,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
+  if config is not None:
+    try:
+      config.get('seed')  # config_flags raises a config file's failure at the first use.
+    except OSError as e:
+      raise errors.UserError(str(e).split('failure to load: ', 1)[-1]) from e
   if config is None:
     raise errors.UserError(f'--workdir={FLAGS.workdir} holds no run to resume, so --config '
                            'is required to start one, e.g. --config=configs/ilsvrc2012.py')

@@ -194,11 +194,12 @@ def save(config: ml_collections.ConfigDict, workdir: str, step: int | None) -> N
 def load_into(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """`config` (the defaults) with every field of the config saved in workdir."""
   workdir = os.path.expanduser(workdir)
-  old, _ = reference(workdir)
+  old, note = reference(workdir)
   if old is None:
-    raise FileNotFoundError(
-        f'{os.path.join(workdir, FILE)} does not exist: --workdir={workdir} holds no run to '
-        'resume. Give --config=configs/<file>.py to start one.')
+    why = (note.split('; ')[0] + ', and no checkpoint records the config' if note else
+           f'{os.path.join(workdir, FILE)} does not exist')
+    raise FileNotFoundError(f'{why}: --workdir={workdir} holds no run to resume. Give '
+                            '--config=configs/<file>.py to start one.')
   known = _flat(_as_dict(config))
   unknown = sorted(set(_flat(old)) - set(known))
   if unknown:

@@ -285,6 +285,13 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
                            text=True, timeout=120)
   assert nowhere.returncode == 2 and 'holds no run to resume, so --config is required' in (
       nowhere.stderr)
+  (tmp_path / 'cut').mkdir()
+  (tmp_path / 'cut' / 'config.json').write_text('{"model": {"lrn": tr')  # A full disk's.
+  cut = subprocess.run([sys.executable, '-m', 'alexnet_jax.main', f'--workdir={tmp_path / "cut"}'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert cut.returncode == 2 and 'Traceback' not in cut.stderr, cut.stderr
+  assert re.match(r'Error: \S+/cut/config\.json is unreadable \(.*\), and no checkpoint records '
+                  r'the config: --workdir=\S+ holds no run to resume\.', cut.stderr), cut.stderr
 
 
 def test_top5_errors_are_shown_only_for_more_than_five_classes():
