@@ -38,9 +38,11 @@ flags.DEFINE_string('project', command_line.PROJECT, 'The checkout whose alexnet
                     '(another one: to compare a change with the code before it).')
 
 
-def _busy() -> None:
-  while True:
-    pass
+def _busy(parent: int) -> None:
+  """Spins until its parent is gone (however the parent ended)."""
+  while os.getppid() == parent:
+    for _ in range(1_000_000):
+      pass
 
 
 def _outcome(code: int) -> str:
@@ -73,7 +75,8 @@ def _one_run(k: int) -> tuple[str, int, float]:
 def main(argv):
   del argv
   os.makedirs(FLAGS.out, exist_ok=True)
-  load = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(FLAGS.load)]
+  load = [multiprocessing.Process(target=_busy, args=(os.getpid(),), daemon=True)
+          for _ in range(FLAGS.load)]
   for p in load:
     p.start()
   counts, steps = collections.Counter(), 0
