@@ -320,3 +320,31 @@ def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count('finished (') == 2 and 'Wrote ' in again.stdout
   assert '2 of 2 runs finished before; 0 to run.' in again.stdout
+
+
+def test_kept_runs_carry_a_study_over_to_a_new_out(tmp_path, capsys):
+  first = planned(tmp_path / 'first')
+  done = first[0]
+  os.makedirs(done.workdir)
+  saved_config.save(done.config, done.workdir, None)
+  with open(os.path.join(done.workdir, 'results.json'), 'w') as f:
+    json.dump(results_json(done.workdir, (40,) * 4), f)
+  ablation_runner.keep(done, str(tmp_path / 'kept'))
+  assert sorted(os.listdir(tmp_path / 'kept' / 'baseline_seed0')) == ['config.json',
+                                                                       'results.json']
+  with open(tmp_path / 'kept' / 'baseline_seed0' / 'results.json') as f:
+    assert json.load(f)['workdir'] == 'baseline_seed0'  # By name, not this machine's path.
+  # A fresh --out (another machine, a new checkout) goes on from the kept runs.
+  again = ablation_runner.plan(str(tmp_path / 'second'), ['no_lrn', 'one_tower'], 2, 1, KNOBS,
+                               list(OVERRIDES))
+  assert ablation_runner.restore_kept(again, str(tmp_path / 'kept')) == ['baseline seed 0']
+  ablation_runner.check(again)
+  lines = dry_run(again, tmp_path / 'second', capsys)
+  assert lines[0] == f'# baseline seed 0: finished ({again[0].workdir}), skipped'
+  assert ablation_runner.restore_kept(again, str(tmp_path / 'kept')) == []  # Done already.
+  # Kept from a study at another scale: refused by the usual check.
+  other = ablation_runner.plan(str(tmp_path / 'third'), ['no_lrn'], 1, 1,
+                               {**KNOBS, 'image_size': 96}, list(OVERRIDES))
+  ablation_runner.restore_kept(other, str(tmp_path / 'kept'))
+  with pytest.raises(ablation_runner.StudyError, match=r'data.image_size: 72 -> 96'):
+    ablation_runner.check(other)

@@ -40,7 +40,10 @@ train.batch_size. `--dry_run` prints the commands and runs nothing.
 
 Rerun the same command after a kill, a Ctrl-C or a failure: finished runs (results.json
 with the training complete) are skipped and the interrupted one resumes from its last
-checkpoint (main.py resumes a workdir). Ctrl-C reaches the run too: it saves its step and
+checkpoint (main.py resumes a workdir). With `--keep=DIR`, each finished run's
+config.json and results.json (all the report reads) are also copied to DIR, and a study
+started in a new --out (another machine, a fresh checkout) restores them from DIR first
+and runs only the rest; the runs must have the same config, data paths included. Ctrl-C reaches the run too: it saves its step and
 the study stops; SIGTERM (a scheduler's preemption) is passed on to it for the same.
 
 Before anything runs, every run's config is built here exactly as main.py will build it,
@@ -55,6 +58,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +218,33 @@ def unfinished(run: PlannedRun) -> str | None:
   return ablation_report.unfinished(ablation_report.read_results(run.workdir), config)
 
 
+def restore_kept(runs: list[PlannedRun], kept: str) -> list[str]:
+  """Copies into each unfinished run's workdir the config.json and results.json that `kept`
+  holds for it (`keep`); returns the titles of the runs restored so."""
+  restored = []
+  for run in runs:
+    source = os.path.join(kept, os.path.basename(run.workdir))
+    if unfinished(run) and os.path.exists(os.path.join(source, ablation_report.RESULTS)):
+      os.makedirs(run.workdir, exist_ok=True)
+      for name in (saved_config.FILE, ablation_report.RESULTS):
+        shutil.copy2(os.path.join(source, name), os.path.join(run.workdir, name))
+      restored.append(run.title)
+  return restored
+
+
+def keep(run: PlannedRun, kept: str) -> None:
+  """Copies a finished run's config.json and results.json (a few KB) to `kept`; the
+  results name the run's workdir by its name, not by this machine's path."""
+  name = os.path.basename(run.workdir)
+  target = os.path.join(kept, name)
+  os.makedirs(target, exist_ok=True)
+  shutil.copy2(os.path.join(run.workdir, saved_config.FILE),
+               os.path.join(target, saved_config.FILE))
+  results = {**ablation_report.read_results(run.workdir), 'workdir': name}
+  with open(os.path.join(target, ablation_report.RESULTS), 'w') as f:
+    json.dump(results, f, indent=2)
+
+
 def _run(argv: list[str]) -> int:
   """Runs a command to its end; its exit status. A Ctrl-C reaches it too (one process
   group): it saves and exits, and is waited for. A SIGTERM is passed on to it."""
@@ -228,9 +259,11 @@ def _run(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, previous)
 
 
-def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False) -> int:
+def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False,
+              kept: str | None = None) -> int:
   """Prepares the data, runs what has not finished, then writes the report; the exit
-  status (non-zero: a run stopped, and the study with it)."""
+  status (non-zero: a run stopped, and the study with it). With `kept`, each run that
+  finishes is also copied there (`keep`)."""
   todo = [run for run in runs if unfinished(run)]
   commands = [prepare_command(runs), *(run.argv for run in todo)]
   if dry_run:
@@ -261,6 +294,8 @@ def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False) -> int:
     code = _run(run.argv)
     durations.append(time.time() - started)
     reason = unfinished(run)
+    if not reason and kept:
+      keep(run, kept)
     if reason:
       print(f'Stopped: {run.title} exited with status {code} and has not finished: {reason} '
             f'(its log: {os.path.join(run.workdir, "logs")}). Rerun this command to go on: '
@@ -281,8 +316,12 @@ def main(argv, overrides: list[str]):
   f = flags.FLAGS
   runs = plan(f.out, f.variants, f.seeds, f.variant_seeds,
               {knob: f[knob].value for knob in KNOBS}, overrides)
-  check(runs)
-  return run_study(runs, os.path.abspath(os.path.expanduser(f.out)), f.dry_run)
+  kept = os.path.abspath(os.path.expanduser(f.keep)) if f.keep else None
+  if kept and not f.dry_run:
+    for title in restore_kept(runs, kept):
+      print(f'{title}: finished earlier, restored from {kept}', flush=True)
+  check(runs)  # Restored runs too: a kept run of another study is refused.
+  return run_study(runs, os.path.abspath(os.path.expanduser(f.out)), f.dry_run, kept)
 
 
 if __name__ == '__main__':
@@ -298,6 +337,10 @@ if __name__ == '__main__':
   flags.DEFINE_float('epochs', None, 'train.num_epochs of every run.')
   flags.DEFINE_integer('batch_size', None, 'train.batch_size of every run.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands; run nothing.')
+  flags.DEFINE_string('keep', None, 'A folder (e.g. in the repository) where each finished '
+                      "run's config.json and results.json are copied, and from which they "
+                      'are restored into a new --out: a study spread over several machines '
+                      'or sessions goes on from the runs already done.')
   # --config.* are the runs' overrides, not this command's flags.
   passed = [a for a in sys.argv[1:] if a.startswith('--config.')]
   command_line.run(functools.partial(main, overrides=passed),
