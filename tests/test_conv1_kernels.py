@@ -114,7 +114,8 @@ def test_the_command_draws_a_runs_checkpoint(trained_run, tmp_path):
        f'--workdir={trained_run}', '--step=1', f'--out_dir={tmp_path}'],
       capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f'conv1 of {os.path.basename(trained_run)} step 1: 96 of 11x11x3, 2 tower(s)' in proc.stdout
+  name = os.path.basename(trained_run)
+  assert f'conv1 of {name} step 1: 96 of 11x11x3, 2 tower(s)' in proc.stdout
   assert '  tower 2 (kernels 49-96): mean ' in proc.stdout
   summary = json.load(open(tmp_path / 'conv1_kernels_step1.json'))
   assert len(summary['chroma_share_per_kernel']) == 96

@@ -43,8 +43,9 @@ with the training complete) are skipped and the interrupted one resumes from its
 checkpoint (main.py resumes a workdir). With `--keep=DIR`, each finished run's
 config.json and results.json (all the report reads) are also copied to DIR, and a study
 started in a new --out (another machine, a fresh checkout) restores them from DIR first
-and runs only the rest; the runs must have the same config, data paths included. Ctrl-C reaches the run too: it saves its step and
-the study stops; SIGTERM (a scheduler's preemption) is passed on to it for the same.
+and runs only the rest; the runs must have the same config, data paths included. Ctrl-C
+reaches the run too: it saves its step and the study stops; SIGTERM (a scheduler's
+preemption) is passed on to it for the same.
 
 Before anything runs, every run's config is built here exactly as main.py will build it,
 and checked: the fields (preflight.py), that no override undoes its variant (one_tower's

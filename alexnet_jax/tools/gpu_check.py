@@ -135,11 +135,11 @@ class BenchRun:
     return args
 
 
-# Most wanted first (the GPU targets of docs/benchmarks.md are bf16, batch 1024 and 128). The paper runs
-# time both PyTorch twins (paper and torchvision layouts); the torchvision runs are
-# compared with those rows (`comparisons` in the JSON). torch.compile has runs of its own,
-# so that a slow compilation cannot take the eager rows and JAX's numbers down with it
-# (JAX's step comes from the compilation cache there).
+# Most wanted first (the GPU targets of docs/benchmarks.md are bf16, batch 1024 and 128).
+# The paper runs time both PyTorch twins (paper and torchvision layouts); the torchvision
+# runs are compared with those rows (`comparisons` in the JSON). torch.compile has runs of
+# its own, so that a slow compilation cannot take the eager rows and JAX's numbers down
+# with it (JAX's step comes from the compilation cache there).
 BENCH_RUNS = (
     BenchRun('paper-bfloat16-1024', 'paper', 'bfloat16', 1024, 30, 5, ('eager',), limit_s=90),
     BenchRun('paper-bfloat16-128', 'paper', 'bfloat16', 128, 100, 5, ('eager',), limit_s=90),
