@@ -114,9 +114,12 @@ def _compare(saved: dict[str, list], now: dict[str, list]) -> str | None:
   return None
 
 
+_OS_ERROR = re.compile(r"([^:]+) \[os_error_code='(\d+)'\]")  # How tensorstore says it.
+
+
 def _cause(error: Exception) -> str:
   """The operating system's words for a failed write, else the error's first line."""
-  found = re.search(r"([^:]+) \[os_error_code='(\d+)'\]", str(error))
+  found = _OS_ERROR.search(str(error))
   if found:
     return f'{found.group(1).strip()}, errno {found.group(2)}'
   if isinstance(error, OSError) and error.strerror:
@@ -256,7 +259,11 @@ class Checkpointer:
       # force: the training loop, not Orbax's save interval, decides when to save.
       self._manager.save(step, args=ocp.args.Composite(**items),
                          metrics=metrics if self._keep_best else None, force=True)
-    except Exception as e:  # pylint: disable=broad-except
+    except (OSError, ValueError) as e:
+      # A synchronous save writes here; tensorstore reports a failed write as a ValueError
+      # naming the OS error. Anything else is a defect, raised as it is.
+      if not isinstance(e, OSError) and not _OS_ERROR.search(str(e)):
+        raise
       self._failure = self._save_error(step, e)
       self.check()
     self._finisher = threading.Thread(target=self._finish, args=(step,), daemon=True,
