@@ -16,6 +16,7 @@ loop nor a Python signal handler can act. This module watches from a thread of i
   the stacks and exits with 128 + the signal.
 """
 
+import contextlib
 import faulthandler
 import os
 import select
@@ -71,9 +72,16 @@ class Watchdog:
           self._durations = (self._durations + [now - self._last])[-self._window:]
       self._last = now
 
-  def paused(self) -> '_Paused':
+  @contextlib.contextmanager
+  def paused(self):
     """Untimed work (an evaluation, a save): `with watchdog.paused(): ...`."""
-    return _Paused(self)
+    with self._lock:
+      self._last = None
+    try:
+      yield
+    finally:
+      with self._lock:
+        self._last = time.monotonic()
 
   def took_signal(self) -> None:
     """The main thread's signal handler calls this: it is alive and handling it."""
@@ -138,15 +146,3 @@ class Watchdog:
           'recurs at the same place, report the stacks.', file=sys.stderr, flush=True)
     self._exit(code)
 
-
-class _Paused:
-  def __init__(self, watchdog: Watchdog):
-    self._watchdog = watchdog
-
-  def __enter__(self) -> None:
-    with self._watchdog._lock:  # pylint: disable=protected-access
-      self._watchdog._last = None  # pylint: disable=protected-access
-
-  def __exit__(self, *exc) -> None:
-    with self._watchdog._lock:  # pylint: disable=protected-access
-      self._watchdog._last = time.monotonic()  # pylint: disable=protected-access
