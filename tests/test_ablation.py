@@ -309,7 +309,7 @@ def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert '0 of 2 runs finished before; 2 to run.' in proc.stdout
   assert re.search(r'\[2/2\] no_lrn seed 0 \(about \dh\d\dm\d\ds left for 1 run, at the mean '
-                   r'time of those run so far\): ', proc.stdout), proc.stdout
+                   r'time of the whole runs so far\): ', proc.stdout), proc.stdout
   assert '| no_lrn | 0 | 72/64 px' in proc.stdout
   real = json.load(open(out / 'no_lrn_seed0' / 'results.json'))
   made = results_json('w', (1, 2, 3, 4))

@@ -281,19 +281,22 @@ def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False,
     return code
   print(f'{len(runs) - len(todo)} of {len(runs)} runs finished before; {len(todo)} to run.',
         flush=True)
-  durations = []
+  durations, done = [], 0  # Seconds of the runs made from their start; runs made.
   for i, run in enumerate(runs, 1):
     if run not in todo:
       print(f'[{i}/{len(runs)}] {run.title}: finished ({run.workdir}), skipped', flush=True)
       continue
-    left = len(todo) - len(durations)
+    left = len(todo) - done
     estimate = (f' (about {chrono.format_duration(left * sum(durations) / len(durations))} '
-                f'left for {left} run{"s" * (left > 1)}, at the mean time of those run so far)'
-                if durations else '')
+                f'left for {left} run{"s" * (left > 1)}, at the mean time of the whole runs so '
+                'far)' if durations else '')
     print(f'[{i}/{len(runs)}] {run.title}{estimate}: {shlex.join(run.argv)}', flush=True)
+    whole = not os.path.isdir(os.path.join(run.workdir, 'checkpoints'))  # Not a resume.
     started = time.time()
     code = _run(run.argv)
-    durations.append(time.time() - started)
+    done += 1
+    if whole:
+      durations.append(time.time() - started)
     reason = unfinished(run)
     if not reason and kept:
       keep(run, kept)
