@@ -82,7 +82,7 @@ def evaluate(eval_step: Callable, params_list: Sequence, batches, mesh: Mesh,
   start = last_report = time.time()
   with jax.set_mesh(mesh):
     for i, local_batch in enumerate(batches):
-      # Summed on the host: one program in flight at a time (sharding.py, SERIAL_CPU).
+      # Summed on the host: no program between steps (sharding.one_program_at_a_time).
       sums = jax.device_get(eval_step(params_list, sharding.global_batch(mesh, local_batch),
                                       stats))
       totals = sums if totals is None else jax.tree.map(np.add, totals, sums)

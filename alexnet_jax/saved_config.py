@@ -150,12 +150,11 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str,
   `reference`'s.
   """
   try:
-    old, note = reference(workdir)
+    old, _ = reference(workdir)  # Its note is the caller's to print.
   except ConfigChangedError:
     if allow_changes:
       return []
     raise
-  del note  # Said by the caller, from `reference`.
   if old is None:
     return []
   changed = differences(old, _as_dict(config))

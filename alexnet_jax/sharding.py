@@ -76,14 +76,16 @@ def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
 
 
 def one_program_at_a_time(mesh: Mesh) -> bool:
-  """SERIAL_CPU: whether the training loop must let each step finish before it launches
-  anything else on the mesh.
+  """Whether the training loop must let each step finish before it launches anything else
+  on the mesh.
 
   On several CPU devices of one process, XLA:CPU launches a program on each device from a
-  shared thread pool, and a later small program (a metric sum) could take a device's
-  launch slot while that device's share of the step was still waiting for it, leaving
-  the other device in the step's all-gather forever: a hang seen under load with two
-  forced CPU devices. GPUs and TPUs queue each device's programs in order.
+  shared thread pool. A run on two forced CPU devices hung under load with device 0 in
+  the step's all-gather, device 1's launch of that step waiting for XLA:CPU's launch
+  semaphore, and the main thread launching a small program (a metric sum) on both devices
+  (docs/benchmarks.md). Waiting for each step leaves no second program to compete; on
+  the demo it costs nothing measurable. GPUs and TPUs queue each device's programs in
+  order, so they keep launching ahead.
   """
   return mesh.devices.size > 1 and mesh.devices.flat[0].platform == 'cpu'
 
