@@ -22,8 +22,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import saved_config, sharding, train
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, distributed, errors
+from alexnet_jax.training import sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',

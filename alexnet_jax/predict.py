@@ -29,9 +29,11 @@ import tensorflow_datasets as tfds
 # The English names of ILSVRC-2012's classes, in the order of TFDS's imagenet2012 labels.
 from tensorflow_datasets.datasets.siscore import labels as imagenet_labels
 
-from alexnet_jax import model, saved_config, sharding, train
 from alexnet_jax.data import augment, decode, sources, statistics
+from alexnet_jax.nn import model
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, errors
+from alexnet_jax.training import sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]); default: '

@@ -1,4 +1,6 @@
 """The run configurations: `default.py` declares every field, the others change a few.
 
-A package so that configs can import `default` wherever the command runs from.
+Installed as `alexnet_jax.configs` (pyproject.toml), so that configs import each other
+wherever a command runs from. May import: ml_collections, `alexnet_jax.run` (saved_run's
+config of a workdir) and `alexnet_jax.runtime`.
 """

@@ -14,7 +14,7 @@ step that rounding moves (docs/benchmarks.md, "The demo's spread"). Batch 32 at 
 rate 0.005 (0.01 falls back to chance within 250 steps), divided by 10 after epoch 4.
 """
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config():

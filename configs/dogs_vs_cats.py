@@ -22,7 +22,7 @@ weights, fine-tuning and prediction"). From random initialisation the same recip
 at chance (50%).
 """
 
-from configs import torchvision_alexnet
+from alexnet_jax.configs import torchvision_alexnet
 
 
 def get_config():

@@ -10,7 +10,7 @@ The update is §5's with momentum 0.9 (also the cfg's momW) and a constant learn
 the experiment sets `model.activation`, `optimizer.learning_rate` and `seed` per run.
 """
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config():

@@ -11,7 +11,7 @@ Each variant changes only what its ablation changes; the same fields can be over
 by one instead (e.g. --config.model.lrn=False).
 """
 
-from configs import default
+from alexnet_jax.configs import default
 
 # Variant name -> (what it ablates, {config path: value}).
 VARIANTS = {

@@ -9,8 +9,8 @@ left out (explicitly: --config=configs/saved_run.py:runs/alexnet). Overrides app
 those that would change the experiment are refused as on any rerun (saved_config.py).
 """
 
-from alexnet_jax import saved_config
-from configs import default
+from alexnet_jax.configs import default
+from alexnet_jax.run import saved_config
 
 
 def get_config(workdir: str):

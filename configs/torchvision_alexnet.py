@@ -12,7 +12,7 @@ torchvision's preprocessing: shorter side 256, centre crop 224, RGB/255 minus
 eval.only) starts from the weights and follows the paper's recipe otherwise.
 """
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config():

@@ -2,7 +2,7 @@
 
 import os
 
-from alexnet_jax import sharding  # Imports JAX; starts no backend.
+from alexnet_jax.training import sharding
 
 # Patient collectives: tests run beside other work on small CI machines (sharding.py).
 os.environ['XLA_FLAGS'] = sharding.patient_xla_flags(

@@ -10,9 +10,9 @@ import sys
 import pytest
 from PIL import Image
 
-from alexnet_jax import saved_config
+from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import ablation_report, ablation_runner, bar_chart
-from configs import ilsvrc2012
+from alexnet_jax.run import saved_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE = {'data.image_size': 72, 'data.crop_size': 64, 'train.num_epochs': 2.0,

@@ -15,8 +15,8 @@ import os
 
 import pytest
 
+from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.tools import hlo_audit
-from configs import ilsvrc2012
 
 _GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
 

@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax.data import augment
-from alexnet_jax.data import statistics
-from configs import default
+from alexnet_jax.configs import default
+from alexnet_jax.data import augment, statistics
 
 N = 20_000  # Draws per distribution test: enough to hit all 33 x 33 offsets.
 EIGVAL = statistics.IMAGENET_PCA_EIGVAL * 255

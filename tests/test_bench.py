@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import lrn, model
+from alexnet_jax.configs import default
+from alexnet_jax.nn import lrn, model
 from alexnet_jax.tools import bench, summary
-from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 8

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax.checkpointing import CheckpointDamagedError, Checkpointer
+from alexnet_jax.run.checkpointing import CheckpointDamagedError, Checkpointer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ _KILLED_CHILD = textwrap.dedent('''
     import os, signal, sys
     import jax.numpy as jnp
     from orbax.checkpoint._src.path import atomicity
-    from alexnet_jax.checkpointing import Checkpointer
+    from alexnet_jax.run.checkpointing import Checkpointer
 
     directory, mode = sys.argv[1:]
     ckpt = Checkpointer(directory, keep=3, keep_best=True, async_save=True)
@@ -337,7 +337,7 @@ _FULL_DISK_CHILD = textwrap.dedent('''
     import resource, signal, sys, time
     import jax.numpy as jnp
     import numpy as np
-    from alexnet_jax.checkpointing import Checkpointer, CheckpointSaveError
+    from alexnet_jax.run.checkpointing import Checkpointer, CheckpointSaveError
     ckpt = Checkpointer(sys.argv[1], keep=3, keep_best=False, async_save=True)
     ckpt.save(1, {'w': jnp.ones(8)})
     ckpt.wait_until_finished()

@@ -2,8 +2,9 @@
 
 import pytest
 
-from alexnet_jax import model, preflight
-from configs import default, demo, figure1, ilsvrc2012
+from alexnet_jax.configs import default, demo, figure1, ilsvrc2012
+from alexnet_jax.nn import model
+from alexnet_jax.training import preflight
 
 
 def flat(config):

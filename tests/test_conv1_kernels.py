@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import kernel_picture, train
 from alexnet_jax.experiments import conv1_kernels
+from alexnet_jax.training import train
+from alexnet_jax.weights import kernel_picture
 import torch_zip
 from test_metric_writer import read_events
 from test_train import data_dir, tiny_config  # pylint: disable=unused-import  (a fixture)

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 import torch_zip
-from alexnet_jax import pretrained, predict, train
+from alexnet_jax import predict
 from alexnet_jax.data import synthetic
+from alexnet_jax.training import train
+from alexnet_jax.weights import pretrained
 from test_pretrained import _conv_arrays
 from test_train import REPO, final_params, tiny_config
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import sharding
+from alexnet_jax.configs import default
 from alexnet_jax.tools import hlo_audit
-from configs import default
+from alexnet_jax.training import sharding
 
 
 def _config(augment_on_device=False, dtype='float32', **mesh_fields):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alexnet_jax import lrn
+from alexnet_jax.nn import lrn
 
 
 def lrn_by_formula(a, towers, n, k, alpha, beta):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import max_pool
+from alexnet_jax.nn import max_pool
 
 
 def maps_with_ties(shape, dtype=jnp.float32):

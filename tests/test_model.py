@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import model
+from alexnet_jax.configs import default
+from alexnet_jax.nn import model
 from alexnet_jax.tools import summary
-from configs import default
 
 
 def make_config(**model_fields):

@@ -28,9 +28,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpointing, model, sharding, train, train_step
+from alexnet_jax.configs import demo
 from alexnet_jax.data import prepare
-from configs import demo
+from alexnet_jax.nn import model
+from alexnet_jax.run import checkpointing
+from alexnet_jax.training import sharding, train, train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch', 'local_multiprocess.sh')

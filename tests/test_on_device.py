@@ -24,9 +24,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpointing, evaluate, model, schedules, sharding, train_step
+from alexnet_jax.configs import default
 from alexnet_jax.data import statistics, synthetic
-from configs import default
+from alexnet_jax.nn import model
+from alexnet_jax.run import checkpointing
+from alexnet_jax.training import evaluate, schedules, sharding, train_step
 
 CROP, IMAGE, BATCH = 67, 72, 8  # Small inputs, fast tests; the layers are the paper's.
 SCALE = 64.0  # Pixels (0..255) -> (pixels - 128) / SCALE: unit-sized inputs.

@@ -7,7 +7,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import optimizer
+from alexnet_jax.training import optimizer
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 

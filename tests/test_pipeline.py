@@ -7,13 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_jax.data import decode
-from alexnet_jax.data import pipeline
-from alexnet_jax.data import prepare
-from alexnet_jax.data import sources
-from alexnet_jax.data import statistics
-from alexnet_jax.data import synthetic
-from configs import default
+from alexnet_jax.configs import default
+from alexnet_jax.data import decode, pipeline, prepare, sources, statistics, synthetic
 
 TRAIN, EVAL = 60, 25
 

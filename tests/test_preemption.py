@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from alexnet_jax import checkpointing
+from alexnet_jax.run import checkpointing
 from alexnet_jax.runtime import preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

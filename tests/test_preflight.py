@@ -5,9 +5,10 @@ import os
 import pytest
 from PIL import Image
 
-from alexnet_jax import model, preflight, train
+from alexnet_jax.configs import default, demo
 from alexnet_jax.data import prepare
-from configs import default, demo
+from alexnet_jax.nn import model
+from alexnet_jax.training import preflight, train
 
 
 def test_every_config_problem_is_listed_at_once():

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import torch_zip
-from alexnet_jax import model, pretrained, sharding, train_step
-from configs import torchvision_alexnet
+from alexnet_jax.configs import torchvision_alexnet
+from alexnet_jax.nn import model
+from alexnet_jax.training import sharding, train_step
+from alexnet_jax.weights import pretrained
 
 CONV_SHAPES = {'features.0': (64, 3, 11, 11), 'features.3': (192, 64, 5, 5),
                'features.6': (384, 192, 3, 3), 'features.8': (256, 384, 3, 3),

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import torch_zip
-from alexnet_jax import pretrained, published_weights, weight_files
+from alexnet_jax.weights import pretrained, published_weights, weight_files
 from test_pretrained import _abstract_params, _config, _conv_arrays
 
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import checkpointing, model, saved_config, sharding, train_step
 from alexnet_jax.data import decode, prepare, sources, synthetic
 from alexnet_jax.experiments import retrieval, trained_net
+from alexnet_jax.nn import model
+from alexnet_jax.run import checkpointing, saved_config
+from alexnet_jax.training import sharding, train_step
 from test_train import tiny_config
 
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
-from alexnet_jax import schedules
+from alexnet_jax.configs import default
+from alexnet_jax.training import schedules
 
 
 def _config(**optimizer):

@@ -20,12 +20,8 @@ from PIL import Image
 import psutil
 import pytest
 
-from alexnet_jax.data import decode
-from alexnet_jax.data import pipeline
-from alexnet_jax.data import prepare
-from alexnet_jax.data import sources
-from alexnet_jax.data import synthetic
-from configs import default
+from alexnet_jax.configs import default
+from alexnet_jax.data import decode, pipeline, prepare, sources, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import strided_conv
+from alexnet_jax.nn import strided_conv
 
 
 def xla_conv(stride, padding):

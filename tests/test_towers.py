@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import model, sharding, train_step
-from configs import default
+from alexnet_jax.configs import default
+from alexnet_jax.nn import model
+from alexnet_jax.training import sharding, train_step
 
 SIZE = 67  # Small inputs keep these tests fast; the layer structure is the paper's.
 

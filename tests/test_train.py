@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpointing, evaluate, saved_config, sharding, train, train_step
+from alexnet_jax.configs import demo
 from alexnet_jax.data import pipeline, prepare
-from configs import demo
+from alexnet_jax.run import checkpointing, saved_config
+from alexnet_jax.training import evaluate, sharding, train, train_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

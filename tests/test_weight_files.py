@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import torch_zip
-from alexnet_jax import weight_files
+from alexnet_jax.weights import weight_files
 
 ARRAYS = {
     'features.0.weight': np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2),

@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from alexnet_jax.runtime import workdir_lock
-from alexnet_jax.runtime.workdir_lock import WorkdirLock, WorkdirLockedError
+from alexnet_jax.run import workdir_lock
+from alexnet_jax.run.workdir_lock import WorkdirLock, WorkdirLockedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _HOLDER = '''
 import sys, time
-from alexnet_jax.runtime.workdir_lock import WorkdirLock
+from alexnet_jax.run.workdir_lock import WorkdirLock
 lock = WorkdirLock(sys.argv[1]).acquire()
 print('locked', flush=True)
 time.sleep(600)

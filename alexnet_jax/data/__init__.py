@@ -10,9 +10,8 @@ dataset in worker processes that send their batches through shared memory (the p
 and the statistics pass both use it).
 
 May import: the standard library, numpy, PIL, grain, tensorflow_datasets, array_record,
-absl, and `alexnet_jax.runtime` (the `prepare` command's start). Never the training core
-(`alexnet_jax.model`, `train`, ...), `tools` or `experiments`; the core imports this
-package, not the reverse. Inside it, preparing and reading go one way: decode <
-synthetic < sources < workers < statistics < augment < pipeline < prepare, each module
-importing only ones before it.
+absl, and `alexnet_jax.runtime` (the `prepare` command's start). Never the net, the
+training, `tools` or `experiments`; they import this package, not the reverse. Inside it,
+preparing and reading go one way: decode < synthetic < sources < workers < statistics <
+augment < pipeline < prepare, each module importing only ones before it.
 """

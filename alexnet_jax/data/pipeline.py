@@ -23,10 +23,7 @@ from absl import logging
 import grain
 import numpy as np
 
-from alexnet_jax.data import augment
-from alexnet_jax.data import sources
-from alexnet_jax.data import statistics
-from alexnet_jax.data import workers
+from alexnet_jax.data import augment, sources, statistics, workers
 
 
 def num_examples(config, split: str) -> int:

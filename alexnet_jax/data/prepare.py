@@ -24,8 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from alexnet_jax.data import sources
-from alexnet_jax.data import statistics
+from alexnet_jax.data import sources, statistics
 from alexnet_jax.runtime import command_line
 
 

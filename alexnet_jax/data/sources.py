@@ -48,8 +48,7 @@ from absl import logging
 from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import decode
-from alexnet_jax.data import synthetic
+from alexnet_jax.data import decode, synthetic
 from alexnet_jax.runtime import child_processes, errors
 
 TRAIN_TAR = 'ILSVRC2012_img_train.tar'

@@ -25,9 +25,7 @@ from absl import logging
 import grain
 import numpy as np
 
-from alexnet_jax.data import decode
-from alexnet_jax.data import sources
-from alexnet_jax.data import workers
+from alexnet_jax.data import decode, sources, workers
 
 # Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; docs/paper.md, "Data
 # and augmentation").

@@ -14,7 +14,7 @@
   image_arrays      a small image folder held in memory (relu_vs_tanh's data)
   line_chart        a figure's curves as PNG, drawn with Pillow
 
-May import: the library (`alexnet_jax`, `alexnet_jax.data`, `alexnet_jax.runtime`),
-`alexnet_jax.tools`, and `configs` (the named variants). Nothing in the library imports
-`experiments`.
+May import: every subpackage of the library, `alexnet_jax.tools` and
+`alexnet_jax.configs` (the named variants); not the commands. Nothing in the library
+imports `experiments`.
 """

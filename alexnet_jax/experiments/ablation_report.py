@@ -38,10 +38,10 @@ import statistics
 
 from absl import flags
 
-from alexnet_jax import saved_config
+from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import bar_chart
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, errors
-from configs import ilsvrc2012
 
 REPORT, CHART = 'ablation_report.md', 'ablation_chart.png'
 RESULTS = 'results.json'

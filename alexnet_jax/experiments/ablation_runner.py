@@ -69,10 +69,11 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import preflight, saved_config, sharding
+from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import ablation_report
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import chrono, command_line, errors
-from configs import ilsvrc2012
+from alexnet_jax.training import preflight, sharding
 
 CONFIG = 'configs/ilsvrc2012.py'
 DEFAULT_VARIANTS = ('no_lrn', 'no_overlap', 'one_tower', 'no_dropout')

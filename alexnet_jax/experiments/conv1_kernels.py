@@ -31,9 +31,10 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from alexnet_jax import kernel_picture, published_weights, saved_config, weight_files
 from alexnet_jax.experiments import trained_net
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, errors
+from alexnet_jax.weights import kernel_picture, published_weights, weight_files
 
 FLAGS = flags.FLAGS
 

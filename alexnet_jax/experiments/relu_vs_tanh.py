@@ -40,10 +40,11 @@ import jax
 import numpy as np
 from absl import flags
 
-from alexnet_jax import model, schedules, sharding, train_step
+from alexnet_jax.configs import figure1
 from alexnet_jax.experiments import image_arrays, line_chart
+from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line, errors
-from configs import figure1
+from alexnet_jax.training import schedules, sharding, train_step
 
 THRESHOLD = 0.25  # Figure 1's target training error.
 PAPER_RATIO = 6.0  # "six times faster".

@@ -42,10 +42,11 @@ from absl import app, flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from alexnet_jax import preflight, saved_config, sharding
 from alexnet_jax.data import augment, decode, pipeline, prepare, sources
 from alexnet_jax.experiments import trained_net
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, errors
+from alexnet_jax.training import preflight, sharding
 
 FLAGS = flags.FLAGS
 SPACES = ('fc7', 'pixels')

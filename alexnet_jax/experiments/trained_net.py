@@ -14,8 +14,10 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import checkpointing, model, sharding, train_step
+from alexnet_jax.nn import model
+from alexnet_jax.run import checkpointing
 from alexnet_jax.runtime import command_line, errors
+from alexnet_jax.training import sharding, train_step
 
 FLAGS = flags.FLAGS
 

@@ -2,8 +2,7 @@
 
 `distributed` joins a multi-process JAX job (flags, SLURM, Kubernetes, Cloud TPU);
 `preemption` turns a scheduler's notice (or Ctrl-C) into a save and a clean exit;
-`workdir_lock` keeps a second run out of a workdir; `watchdog` ends a run whose step hangs
-(and makes Ctrl-C work while it does);
+`watchdog` ends a run whose step hangs (and makes Ctrl-C work while it does);
 `metric_writer` writes TensorBoard scalars and images (process 0 only); `chrono` times
 the training steps; `command_line` starts a command (configs from any directory, short
 errors, a log file); `errors` holds the errors a user can fix; `shared_memory_leftovers`

@@ -1,9 +1,10 @@
 """Starting a command: config files from any directory, short errors, a log file.
 
 `--config=configs/x.py` names the project's configs from any working directory: a config
-path that does not exist relative to the working directory is looked up in the project's
-own `configs/` (beside the installed `alexnet_jax` package: the checkout for
-`pip install -e .`). A path that exists where the user is always wins.
+path that does not exist relative to the working directory is looked up among the
+project's own configs, wherever they are installed (as `alexnet_jax.configs`; for
+`pip install -e .`, the checkout's `configs/`). A path that exists where the user is
+always wins.
 
 Errors a user can cause (runtime/errors.py, and a mistyped flag or config field) end the
 command with one short paragraph on stderr and exit status 2, not a traceback; the
@@ -12,6 +13,7 @@ library INFO lines go too, leaving the console to the command's own lines.
 """
 
 import ast
+import importlib.util
 import os
 import socket
 import sys
@@ -23,7 +25,7 @@ from absl import logging
 
 from alexnet_jax.runtime import errors, shared_memory_leftovers
 
-# The directory holding the alexnet_jax package (and configs/): three levels up from here.
+# The checkout holding the alexnet_jax package: three levels up from here.
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER_ERROR_EXIT = 2
 _log = {'path': None}
@@ -34,7 +36,10 @@ def config_path(path: str) -> str:
   file_name, colon, variant = path.partition(':')
   if os.path.exists(file_name) or os.path.isabs(file_name):
     return path
-  candidate = os.path.join(PROJECT, file_name)
+  # Found, not imported: the configs sit above this package's layer.
+  configs = importlib.util.find_spec('alexnet_jax.configs').submodule_search_locations[0]
+  parts = os.path.normpath(file_name).split(os.sep)
+  candidate = os.path.join(configs, *parts[1:] if parts[0] == 'configs' else parts)
   return candidate + colon + variant if os.path.exists(candidate) else path
 
 

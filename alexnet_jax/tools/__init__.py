@@ -7,6 +7,6 @@ compiled training step, `bench` times the step against the PyTorch twins of
 `gpu_check` runs the tests, the demo, `bench` and `hlo_audit` on a GPU in one call
 (`gpu_check.sh`, with the wheels that `gpu_wheels.sh` prepares).
 
-May import: the library (`alexnet_jax` and its `data` and `runtime` packages), PyTorch
+May import: the library's subpackages (not `experiments`, not the commands), PyTorch
 (only `torch_reference`, only when asked for). Nothing in the library imports `tools`.
 """

@@ -48,10 +48,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import model, schedules, sharding, train_step
 from alexnet_jax.data import pipeline, prepare, statistics
-from alexnet_jax.tools import summary
+from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
+from alexnet_jax.tools import summary
+from alexnet_jax.training import schedules, sharding, train_step
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets (they also
 # print sparse figures, twice these). float32 is TF32: JAX's default matmul precision lets

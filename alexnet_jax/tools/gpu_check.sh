@@ -27,11 +27,17 @@ then
   echo "Installing ${#wheels[@]} wheels from .gpu_wheels/"
   "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
       "${wheels[@]}"
-  if ! problem=$("$PYTHON" -c 'import alexnet_jax.train, alexnet_jax.tools.bench' 2>&1) \
+  if ! problem=$("$PYTHON" -c 'import alexnet_jax.training.train, alexnet_jax.tools.bench' 2>&1) \
       && [[ "$problem" == *[Pp]rotobuf* ]]; then
     echo "This protobuf is too old for the carried packages: installing .gpu_wheels/protobuf/"
     "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade .gpu_wheels/protobuf/*.whl
   fi
+fi
+# The configs are installed inside the package, as alexnet_jax.configs (pyproject.toml): a
+# machine without this project installed gets this checkout in editable mode, offline.
+if ! "$PYTHON" -c 'import alexnet_jax.configs' 2>/dev/null; then
+  echo "Installing this checkout (pip install -e ., offline)"
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
 fi
 exec "$PYTHON" -m alexnet_jax.tools.gpu_check "$@"

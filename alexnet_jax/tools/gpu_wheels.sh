@@ -17,10 +17,12 @@ LIMIT_MIB=32
 # Pinned in requirements.txt (the version is read from there).
 REQUIRED=(grain tensorflow-datasets importlib-resources array-record ml-collections
           simplejpeg tensorboardX)
-# Needed by those, missing on the GPU machine.
+# Needed by those, missing on the GPU machine; setuptools for gpu_check.sh to install this
+# checkout where it may not be there.
 NEEDED=(dm-tree==0.1.10 docstring-parser==0.18.0 googleapis-common-protos==1.76.0
         immutabledict==4.3.1 portpicker==1.6.0 simple-parsing==0.1.9
-        tensorflow-metadata==1.21.0 termcolor==3.3.0 toml==0.10.2)
+        tensorflow-metadata==1.21.0 termcolor==3.3.0 toml==0.10.2
+        setuptools==84.2.1)
 # tensorflow-datasets imports promise, which is published as source only: built here
 # (pure Python, so the wheel fits any Python 3).
 SOURCE_ONLY=(promise==2.3)

@@ -27,9 +27,10 @@ from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from alexnet_jax import evaluate, model, schedules, sharding, train_step
 from alexnet_jax.data import statistics
+from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
+from alexnet_jax.training import evaluate, schedules, sharding, train_step
 
 KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'all-to-all')
 # Where the paper's GPUs communicate (§3.2, Figure 2); 'softmax' is fc8's 1000-way output.

@@ -31,11 +31,7 @@ from ml_collections import config_flags
 import numpy as np
 import psutil
 
-from alexnet_jax.data import augment
-from alexnet_jax.data import decode
-from alexnet_jax.data import pipeline
-from alexnet_jax.data import sources
-from alexnet_jax.data import statistics
+from alexnet_jax.data import augment, decode, pipeline, sources, statistics
 from alexnet_jax.runtime import command_line
 
 _CONFIG = config_flags.DEFINE_config_file(

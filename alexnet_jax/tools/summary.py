@@ -18,7 +18,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax import model
+from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
 
 

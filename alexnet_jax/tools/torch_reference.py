@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alexnet_jax import lrn
+from alexnet_jax.nn import lrn
 
 LAYOUTS = ('paper', 'torchvision')
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import lrn, max_pool, strided_conv
+from alexnet_jax.nn import lrn, max_pool, strided_conv
 
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet', 'he')

@@ -15,7 +15,7 @@ import os
 import urllib.error
 import urllib.request
 
-from alexnet_jax import weight_files
+from alexnet_jax.weights import weight_files
 
 CACHE_ENV = 'ALEXNET_JAX_CACHE'
 

@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import sharding, train_step
 from alexnet_jax.data import augment
+from alexnet_jax.training import sharding, train_step
 
 _CENTRE = 4  # augment.ten_patches' order: four corners, the centre, then reflections.
 PROGRESS_SECONDS = 30

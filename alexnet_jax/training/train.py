@@ -29,11 +29,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import (checkpointing, evaluate, kernel_picture, model, preflight, pretrained,
-                         saved_config, schedules, sharding, train_step)
 from alexnet_jax.data import pipeline, prepare, sources, statistics
-from alexnet_jax.runtime import (chrono, command_line, errors, metric_writer, preemption,
-                                 watchdog, workdir_lock)
+from alexnet_jax.nn import model
+from alexnet_jax.run import checkpointing, saved_config, workdir_lock
+from alexnet_jax.runtime import chrono, command_line, errors, metric_writer, preemption, watchdog
+from alexnet_jax.training import evaluate, preflight, schedules, sharding, train_step
+from alexnet_jax.weights import kernel_picture, pretrained
 
 
 class NonFiniteLossError(errors.UserError, RuntimeError):
@@ -224,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        allow_config_changes: bool = False) -> dict:
   """Trains (or resumes) the configured net in `workdir`; returns the final results.
 
-  One run at a time holds the workdir (runtime/workdir_lock.py). A rerun in a workdir must
+  One run at a time holds the workdir (run/workdir_lock.py). A rerun in a workdir must
   keep the experiment's config (saved_config.py), unless `allow_config_changes`.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))

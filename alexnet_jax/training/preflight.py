@@ -14,9 +14,10 @@ import math
 
 import ml_collections
 
-from alexnet_jax import lrn, model, optimizer, schedules
 from alexnet_jax.data import sources, statistics
+from alexnet_jax.nn import lrn, model
 from alexnet_jax.runtime import errors
+from alexnet_jax.training import optimizer, schedules
 
 _CHOICES = {
     'model.layout': model.LAYOUTS,

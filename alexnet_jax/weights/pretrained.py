@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from alexnet_jax import published_weights, weight_files
+from alexnet_jax.weights import published_weights, weight_files
 
 # This net's layer -> torchvision's module prefix.
 TORCHVISION_NAMES = {

@@ -15,8 +15,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax import optimizer, sharding
 from alexnet_jax.data import augment, statistics
+from alexnet_jax.training import optimizer, sharding
 
 
 @flax.struct.dataclass

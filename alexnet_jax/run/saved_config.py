@@ -27,7 +27,7 @@ import os
 
 import ml_collections
 
-from alexnet_jax import checkpointing
+from alexnet_jax.run import checkpointing
 from alexnet_jax.runtime import errors
 
 FILE = 'config.json'
