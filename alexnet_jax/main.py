@@ -13,7 +13,7 @@ config is used (configs/saved_run.py).
 
 Several processes (launch/: SLURM, Cloud TPU pod slices, several on one machine) join
 one job at start-up (runtime/distributed.py). Only parses flags and calls the library
-(train.py).
+(training/train.py, training/evaluate_saved.py), which checks the config.
 """
 
 import os
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import command_line, distributed, errors
-from alexnet_jax.training import sharding, train
+from alexnet_jax.training import evaluate_saved, sharding, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -59,7 +59,6 @@ def main(argv):
     raise errors.UserError(f'--workdir={FLAGS.workdir} holds no run to resume, so --config '
                            'is required to start one, e.g. --config=configs/ilsvrc2012.py')
   workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
-  train.check_before_writing(config, workdir, FLAGS.allow_config_changes)
   command_line.log_to_file(os.path.join(workdir, 'logs'))
   logging.info('Config:\n%s', config)
   if config.host_devices > 0:  # Before JAX starts its backends; per process.
@@ -68,7 +67,7 @@ def main(argv):
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          distributed=FLAGS.distributed)  # Before any JAX computation.
   if config.eval.only:
-    train.evaluate_checkpoints(config, workdir)
+    evaluate_saved.evaluate_saved(config, workdir)
   else:
     # Non-zero after a preemption or Ctrl-C (saved): the scheduler may requeue the command.
     sys.exit(train.train_and_evaluate(config, workdir, FLAGS.allow_config_changes)['exit_code'])

@@ -31,9 +31,9 @@ from tensorflow_datasets.datasets.siscore import labels as imagenet_labels
 
 from alexnet_jax.data import augment, decode, sources, statistics
 from alexnet_jax.nn import model
-from alexnet_jax.run import saved_config
+from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
-from alexnet_jax.training import sharding, train
+from alexnet_jax.training import saved_nets, sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]); default: '
@@ -123,11 +123,12 @@ def predict(config: ml_collections.ConfigDict, workdir: str | None, paths: list[
   config.mesh.tower, config.mesh.data = 1, 1  # A few images: one device holds the net.
   mesh = sharding.make_mesh(config, jax.local_devices()[:1])
   net = model.create_model(config)
-  if not train.has_checkpoint(workdir) and not config.model.pretrained:
+  trained = workdir and workdirs.Workdir(workdir).has_checkpoint()
+  if not trained and not config.model.pretrained:
     raise errors.UserError(
         (f'--workdir={workdir} has no checkpoint' if workdir else 'No --workdir given')
         + '; name a trained run with --workdir, or weights with --config.model.pretrained.')
-  saved = train.saved_params(config, workdir, net, mesh, [])
+  saved = saved_nets.nets_to_evaluate(config, workdir, net, mesh, [])
   names = class_names(config)
   stats = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), statistics.load_stats(config))
   (params,), (source,) = saved()

@@ -14,7 +14,7 @@ from PIL import Image
 import torch_zip
 from alexnet_jax import predict
 from alexnet_jax.data import synthetic
-from alexnet_jax.training import train
+from alexnet_jax.training import evaluate_saved, train
 from alexnet_jax.weights import pretrained
 from test_pretrained import _conv_arrays
 from test_train import REPO, final_params, tiny_config
@@ -79,7 +79,7 @@ def test_evaluating_an_incomplete_pretrained_net_is_refused(tmp_path, weights):
   config = fine_tuning_config(str(tmp_path / 'data'), weights)
   config.eval.only = True
   with pytest.raises(pretrained.PretrainedError, match='lacks fc6, fc7, fc8.*Fine-tune'):
-    train.evaluate_checkpoints(config, str(tmp_path / 'run'))
+    evaluate_saved.evaluate_saved(config, str(tmp_path / 'run'))
 
 
 def _image_files(tmp_path):

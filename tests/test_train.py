@@ -16,7 +16,7 @@ import pytest
 from alexnet_jax.configs import demo
 from alexnet_jax.data import pipeline, prepare
 from alexnet_jax.run import checkpointing, saved_config
-from alexnet_jax.training import evaluate, sharding, train, train_step
+from alexnet_jax.training import evaluate, evaluate_saved, saved_nets, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,11 +51,8 @@ def tiny_config(data_dir, **train_fields):
 
 
 def final_params(workdir, config):
-  net = train.model.create_model(config)
-  mesh = sharding.make_mesh(config)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
-  state, _ = ckpt.restore(None, train_step.abstract_train_state(config, net, mesh))
-  return int(state.step), jax.device_get(state.params)
+  restored = saved_nets.restore(config, str(workdir))
+  return restored.step, jax.device_get(restored.params)
 
 
 def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
@@ -85,7 +82,7 @@ def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
 
   # eval.only on the latest checkpoint repeats the final evaluation.
   config.eval.only = True
-  again = train.evaluate_checkpoints(config, str(tmp_path))
+  again = evaluate_saved.evaluate_saved(config, str(tmp_path))
   assert again == {k: saved['final'][k] for k in again}
   assert set(again) >= {'count', 'centre_top1_error', 'ten_patch_top5_error'}
   assert json.load(open(tmp_path / 'eval_results.json'))['count'] == 37
@@ -93,9 +90,9 @@ def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
   # net alone, at the checkpoint an ensemble picks (the best by validation error).
   best = checkpointing.Checkpointer(tmp_path / 'checkpoints', read_only=True).best_step()
   config.eval.checkpoint_step = best
-  alone = train.evaluate_checkpoints(config, str(tmp_path))
+  alone = evaluate_saved.evaluate_saved(config, str(tmp_path))
   config.eval.ensemble_workdirs = f'{tmp_path},{tmp_path}'
-  pair = train.evaluate_checkpoints(config, str(tmp_path / 'pair'))
+  pair = evaluate_saved.evaluate_saved(config, str(tmp_path / 'pair'))
   assert pair == alone
   assert 'eval_config.json' in os.listdir(tmp_path / 'pair')
 
@@ -112,6 +109,29 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
   assert step_a == step_b == 6
   for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
     np.testing.assert_array_equal(a, b)  # Bitwise: same data order, dropout and updates.
+
+
+def test_a_resumed_runs_results_are_the_uninterrupted_runs(data_dir, tmp_path, monkeypatch):
+  # Logged every 2 steps, interrupted after step 3: the window holds step 3 when it saves.
+  config = tiny_config(data_dir, num_steps=6, log_every_steps=2, eval_every_steps=3)
+  config.checkpoint.every_steps = 100
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  real_reached = train.preemption.PreemptionWatch.reached
+
+  def signal_after_step_3(watch, step):
+    watch.signal = train.signal.SIGTERM if step == 3 else watch.signal
+    return step == 3 or real_reached(watch, step)
+
+  monkeypatch.setattr(train.preemption.PreemptionWatch, 'reached', signal_after_step_3)
+  assert train.train_and_evaluate(config, str(tmp_path / 'resumed'))['step'] == 3
+  monkeypatch.undo()
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  straight, resumed = (json.loads((tmp_path / run / 'results.json').read_text())
+                       for run in ('straight', 'resumed'))
+  assert [h['step'] for h in straight['train_history']] == [2, 4, 6]
+  for results in (straight, resumed):
+    results.pop('workdir')
+  assert resumed == straight
 
 
 class IgnoresInput(nn.Module):
@@ -297,9 +317,9 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
 
 def test_top5_errors_are_shown_only_for_more_than_five_classes():
   results = {'count': 8, 'centre_top1_error': 0.25, 'centre_top5_error': 0.0}
-  two = train._error_table(results, num_classes=2)
+  two = evaluate.error_table(results, num_classes=2)
   assert 'top-5' not in two and '25.00%' in two
-  assert 'top-5 error' in train._error_table(results, num_classes=10)
+  assert 'top-5 error' in evaluate.error_table(results, num_classes=10)
 
 
 def test_ten_patches_only_at_the_last_evaluation(data_dir, tmp_path):

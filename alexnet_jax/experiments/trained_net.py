@@ -14,10 +14,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax.nn import model
-from alexnet_jax.run import checkpointing
+from alexnet_jax.run import workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
-from alexnet_jax.training import sharding, train_step
+from alexnet_jax.training import saved_nets, sharding
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +51,7 @@ def start() -> tuple[ml_collections.ConfigDict, str]:
   and sends the library's log lines to its logs/ (as training does to WORKDIR/logs),
   forces the CPU devices the run used if it forced any (config.host_devices). Returns
   the config and the output directory."""
-  checkpoints = os.path.join(os.path.expanduser(FLAGS.workdir), 'checkpoints')
+  checkpoints = workdirs.Workdir(FLAGS.workdir).checkpoints
   if not os.path.isdir(checkpoints):
     raise errors.UserError(f'{checkpoints} does not exist: --workdir={FLAGS.workdir} is not '
                            'a training run (python -m alexnet_jax.main --workdir=... writes '
@@ -70,14 +69,5 @@ def start() -> tuple[ml_collections.ConfigDict, str]:
 def restore(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
   """(net, mesh, params, step): the checkpoint `step` (None: the latest) of the run in
   `workdir`, its parameters placed on the mesh of `config` (config.mesh, all devices)."""
-  directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
-  mesh = sharding.make_mesh(config)
-  net = model.create_model(config)
-  ckpt = checkpointing.Checkpointer(directory, read_only=True)
-  try:
-    state, _ = ckpt.restore(step, train_step.abstract_train_state(config, net, mesh))
-  except FileNotFoundError as e:
-    raise errors.UserError(f'{e} Give --step=<one of them>, or -1 for the latest.') from e
-  finally:
-    ckpt.close()
-  return net, mesh, state.params, int(state.step)
+  restored = saved_nets.restore(config, workdir, 'latest' if step is None else step)
+  return restored.net, restored.mesh, restored.params, restored.step

@@ -9,7 +9,7 @@ the rerun stops and lists the differing fields, unless the user says the change 
 (`--allow_config_changes`); the old config is then kept as
 `config_until_step_<step>.json`.
 
-Every checkpoint also records the config it was saved under (train.py), so the check
+Every checkpoint also records the config it was saved under (training/train.py), so the check
 never lapses: when config.json is missing or unreadable (deleted, cut short by a full
 disk), a rerun is checked against the newest checkpoint's copy, says so, and writes
 config.json again (an unreadable one is kept as config.json.unreadable). Only
@@ -27,11 +27,10 @@ import os
 
 import ml_collections
 
-from alexnet_jax.run import checkpointing
+from alexnet_jax.run import workdir as workdirs
 from alexnet_jax.runtime import errors
 
 FILE = 'config.json'
-CHECKPOINTS = 'checkpoints'
 # Fields (or whole sections, ending in '.') a rerun may change: how long, how often, on
 # which devices and from where the data (and the pretrained weights a fresh run starts
 # from) is read; never what is computed. A longer
@@ -80,10 +79,10 @@ def saved(workdir: str) -> dict | None:
 
 def recorded(workdir: str) -> tuple[int, dict] | None:
   """(step, config) of the newest intact checkpoint in workdir that records its config."""
-  directory = os.path.join(workdir, CHECKPOINTS)
+  directory = workdirs.Workdir(workdir).checkpoints
   if not os.path.isdir(directory):
     return None
-  ckpt = checkpointing.Checkpointer(directory, read_only=True)
+  ckpt = workdirs.Workdir(workdir).checkpointer(read_only=True)
   try:
     found = ckpt.recorded_meta()
     steps = ckpt.all_steps()
@@ -210,7 +209,7 @@ def load_into(config: ml_collections.ConfigDict, workdir: str) -> ml_collections
 
 def holds_run(workdir: str) -> bool:
   """Whether workdir has a config.json or a checkpoint directory with a step in it."""
-  directory = os.path.join(workdir, CHECKPOINTS)
+  directory = workdirs.Workdir(workdir).checkpoints
   return os.path.exists(os.path.join(workdir, FILE)) or (
       os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory)))
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from alexnet_jax.runtime import command_line, watchdog
 

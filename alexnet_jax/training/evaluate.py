@@ -94,3 +94,14 @@ def evaluate(eval_step: Callable, params_list: Sequence, batches, mesh: Mesh,
   totals = {k: float(np.asarray(v)) for k, v in totals.items()}
   count = totals.pop('count')
   return {'count': int(count), **{k: v / count for k, v in totals.items()}}
+
+
+def error_table(results: dict[str, float], num_classes: int) -> str:
+  """The errors as a table; top-5 only when there are more than 5 classes (else it is 0)."""
+  top5 = num_classes > 5
+  lines = [f"Validation, {results['count']} images   top-1 error" + '   top-5 error' * top5]
+  for prefix, title in (('centre', 'centre patch'), ('ten_patch', 'ten patches (§4.1)')):
+    if f'{prefix}_top1_error' in results:
+      lines.append(f"{title:<27}{100 * results[f'{prefix}_top1_error']:>10.2f}%"
+                   + f"{100 * results[f'{prefix}_top5_error']:>13.2f}%" * top5)
+  return '\n'.join(lines)
