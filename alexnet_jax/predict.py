@@ -82,8 +82,8 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
   names = None
   if sources.is_prepared(config):
     names = list(sources.dataset_info(config).features['label'].names)
-  elif config.data.source == 'imagenet2012' and count == 1000:
-    names = list(_imagenet_names())
+  else:
+    names = sources.get(config).class_names()
   if names is None or len(names) != count:
     return [f'class {i}' for i in range(count)]
   imagenet = _imagenet_names()
@@ -122,7 +122,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str | None, paths: list[
   config = ml_collections.ConfigDict(config)
   config.mesh.tower, config.mesh.data = 1, 1  # A few images: one device holds the net.
   mesh = sharding.make_mesh(config, jax.local_devices()[:1])
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   trained = workdir and workdirs.Workdir(workdir).has_checkpoint()
   if not trained and not config.model.pretrained:
     raise errors.UserError(

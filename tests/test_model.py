@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax.configs import default
-from alexnet_jax.nn import model
+from alexnet_jax.nn import kernel_choice, model
 from alexnet_jax.tools import summary
 
 
@@ -219,7 +219,8 @@ def test_convnet_pooling_cuts_the_last_window():
   # what is inside, average divides the sum inside by 9 (AvgPooler(sizeX * sizeX)).
   x = -jnp.ones((1, 4, 4, 1))
   pool = lambda kind: np.asarray(model.pool_maps(
-      x, model.ConvLayer('c', 1, 5, 1, 2, False, pool=kind, pool_padding='convnet'), 3, 2))
+      x, model.ConvLayer('c', 1, 5, 1, 2, False, pool=kind, pool_padding='convnet'), 3, 2,
+      kernel_choice.for_platform('cpu')))
   np.testing.assert_array_equal(pool('max')[0, ..., 0], -np.ones((2, 2)))
   np.testing.assert_allclose(pool('avg')[0, ..., 0], -np.array([[9, 6], [6, 4]]) / 9)
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.nn import strided_conv
+from alexnet_jax.nn import kernel_choice, strided_conv
 
 
 def xla_conv(stride, padding):
@@ -37,13 +37,17 @@ def test_outputs_and_gradients_match_xla(size, kernel, stride, padding, dtype):
                              rtol=tolerance, atol=tolerance * float(jnp.abs(expected_dw).max()))
 
 
-def test_used_for_large_strided_convolutions_on_cpu_only():
+@pytest.mark.parametrize('platform', ['cpu', 'gpu', 'tpu'])
+def test_used_for_large_strided_convolutions_on_cpu_only(platform):
+  threshold = kernel_choice.for_platform(platform).space_to_depth_from_bytes
+
   def uses_custom_gradient(batch, stride):
     x = jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.float32)
     kernel = jax.ShapeDtypeStruct((11, 11, 3, 96), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda x, k: strided_conv.conv(x, k, stride, ((0, 3), (0, 3))))
+    jaxpr = jax.make_jaxpr(
+        lambda x, k: strided_conv.conv(x, k, stride, ((0, 3), (0, 3)), threshold))
     return 'custom_vjp' in str(jaxpr(x, kernel))
   # Batch 32: 55x55x96 float32 output gradients of 37 MB; batch 8: 9 MB, XLA's is faster.
-  assert uses_custom_gradient(32, 4) == (jax.default_backend() == 'cpu')
+  assert uses_custom_gradient(32, 4) == (platform == 'cpu')
   assert not uses_custom_gradient(8, 4)
   assert not uses_custom_gradient(32, 1)

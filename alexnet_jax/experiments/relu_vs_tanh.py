@@ -110,7 +110,7 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
   config.train.num_epochs = epochs
   steps = len(data.images) // batch_size
   mesh = sharding.make_mesh(config, jax.devices()[:1])
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   state = train_step.create_train_state(config, net, mesh)
   step = train_step.make_train_step(config, net, mesh,
                                     schedules.make_schedule(config, steps, steps * epochs))

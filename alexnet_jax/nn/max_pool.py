@@ -3,13 +3,12 @@
 The gradient of a max pool goes, in each window, to the position that held the maximum (the
 first such position in row-major order when several tie, as in XLA's select-and-scatter and
 PyTorch). XLA:CPU lowers that select-and-scatter to a reduce-window over four materialised
-int32 index arrays and a scatter; without them the demo's training step is 8% faster
-(350 -> 380 images/s, docs/benchmarks.md). Here the backward pass instead walks the
+int32 index arrays and a scatter, a cost docs/benchmarks.md measures. Here the backward pass instead walks the
 window's z*z offsets in row-major order, gives each output's gradient to the first offset
 whose input equals the output, and adds the offsets' contributions back in place with
 strided padding: the same numbers, ties included (tests/test_max_pool.py), in a few fused
 loops. On other backends select-and-scatter is a native kernel, and the usual max pool is
-used.
+used (kernel_choice.py decides, from the net's devices).
 """
 
 import functools
@@ -19,9 +18,10 @@ import jax
 import jax.numpy as jnp
 
 
-def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-  """Max over window x window patches every `stride` positions, no padding; x is NHWC."""
-  if jax.default_backend() == 'cpu':
+def max_pool(x: jax.Array, window: int, stride: int, by_offsets: bool) -> jax.Array:
+  """Max over window x window patches every `stride` positions, no padding; x is NHWC.
+  `by_offsets`: with the backward pass of the module docstring (for XLA:CPU)."""
+  if by_offsets:
     return _max_pool(x, window, stride)
   return nn.max_pool(x, (window, window), strides=(stride, stride), padding='VALID')
 

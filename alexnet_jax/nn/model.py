@@ -27,9 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from alexnet_jax.nn import lrn, max_pool, strided_conv
+from alexnet_jax.nn import kernel_choice, lrn, max_pool, strided_conv
 
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet', 'he')
@@ -172,13 +172,14 @@ def pooled_side(layer: ConvLayer, size: int, window: int, stride: int) -> int:
   return (size - window) // stride + 1
 
 
-def pool_maps(x: jax.Array, layer: ConvLayer, window: int, stride: int) -> jax.Array:
+def pool_maps(x: jax.Array, layer: ConvLayer, window: int, stride: int,
+              kernels: kernel_choice.Kernels) -> jax.Array:
   """`layer`'s pooling of x: max (§3.4) or average, in its geometry (see ConvLayer)."""
   padding = 'VALID'
   if layer.pool_padding == 'convnet':
     padding = [_convnet_padding(x.shape[i], window, stride) for i in (1, 2)]
   if layer.pool == 'max' and padding == 'VALID':
-    return max_pool.max_pool(x, window, stride)
+    return max_pool.max_pool(x, window, stride, kernels.max_pool_by_offsets)
   if layer.pool == 'max':  # The padding is -inf: a cut-off window takes the max of the rest.
     return nn.max_pool(x, (window,) * 2, strides=(stride,) * 2, padding=padding)
   # Padding counts as zeros: cuda-convnet divides a cut-off window's sum by window² too
@@ -257,6 +258,7 @@ class TowerConv(nn.Module):
   towers: int
   init_scheme: str
   dtype: jnp.dtype
+  kernels: kernel_choice.Kernels
 
   @nn.compact
   def __call__(self, x: jax.Array, input_split: bool) -> jax.Array:
@@ -281,7 +283,7 @@ class TowerConv(nn.Module):
       # convolution's forward and backward about 7x slower than the separate ones.)
       towers = x.shape[-1] // kernel.shape[2]
       ys = [strided_conv.conv(xt.astype(self.dtype), kt.astype(self.dtype), layer.stride,
-                              padding)
+                              padding, self.kernels.space_to_depth_from_bytes)
             for xt, kt in zip(jnp.split(x, towers, axis=-1), jnp.split(kernel, towers, axis=-1))]
       y = ys[0] if towers == 1 else jnp.concatenate(ys, axis=-1)
       return y + bias.astype(self.dtype)
@@ -314,8 +316,10 @@ class TowerDense(nn.Module):
 
 
 class AlexNet(nn.Module):
-  """The paper's net and its ablations; `config` is the `model` part of the config."""
+  """The paper's net and its ablations; `config` is the `model` part of the config,
+  `kernels` the implementations its devices' platform wants (kernel_choice.py)."""
   config: ml_collections.FrozenConfigDict
+  kernels: kernel_choice.Kernels
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -336,7 +340,8 @@ class AlexNet(nn.Module):
 
     x = images
     for i, layer in enumerate(convs):
-      x = TowerConv(layer, cfg.towers, cfg.init, dtype, name=layer.name)(x, input_split=i > 0)
+      x = TowerConv(layer, cfg.towers, cfg.init, dtype, self.kernels, name=layer.name)(
+          x, input_split=i > 0)
       x = activation(x)
       self.sow('activations', f'{layer.name}_output', x)
       if layer.lrn:  # §3.3, after the ReLU, inside each tower.
@@ -345,7 +350,7 @@ class AlexNet(nn.Module):
             k=cfg.lrn_k, alpha=alpha, beta=cfg.lrn_beta)
         x = _per_tower(normalise, (_MAPS,), _MAPS)(x)
       if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
-        x = pool_maps(x, layer, cfg.pool_window, cfg.pool_stride)
+        x = pool_maps(x, layer, cfg.pool_window, cfg.pool_stride, self.kernels)
 
     # §4.2: dropout on the outputs of fc6 and fc7; the torchvision layout drops their inputs.
     dropout_before = cfg.layout == 'torchvision'
@@ -361,6 +366,9 @@ class AlexNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-def create_model(config: ml_collections.ConfigDict) -> AlexNet:
-  """The model of a full config (its `model` part)."""
-  return AlexNet(ml_collections.FrozenConfigDict(config.model))
+def create_model(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> AlexNet:
+  """The model of a full config (its `model` part), with the kernels for the devices of
+  `mesh` (without one: of the process's default backend, e.g. for a summary)."""
+  kernels = (kernel_choice.for_mesh(mesh) if mesh is not None
+             else kernel_choice.for_platform(jax.default_backend()))
+  return AlexNet(ml_collections.FrozenConfigDict(config.model), kernels)

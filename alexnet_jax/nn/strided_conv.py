@@ -3,16 +3,16 @@ suits XLA's CPU backend.
 
 The gradient of a strided convolution's kernel is itself a convolution, one whose kernel
 is the output gradient dilated by the stride. XLA:CPU runs that dilated convolution at a
-fraction of its usual speed: conv1's weight gradient (paper net, batch 64, 224 px) took
-307 ms of the 1.83 s training step, almost three times conv1's forward pass. Here the
-backward pass instead rearranges the (padded) input by space-to-depth, stride x stride
+fraction of its usual speed: for the paper's conv1 it costs more than the forward pass
+(docs/benchmarks.md, "conv1's kernel gradient"). Here the backward pass instead rearranges the (padded) input by space-to-depth, stride x stride
 blocks of pixels becoming stride² x 3 maps, so that each kernel offset of whole blocks
 (3x3 of them for an 11x11 kernel at stride 4) is one ordinary matrix product of the
 rearranged input's window with the output gradient; the products fill a 12x12 kernel,
 of which the 11x11 corner is the gradient. The same numbers up to float rounding
 (tests/test_strided_conv.py). The input gradient stays XLA's own (conv1 needs none in
 training, and XLA drops it). For small batches or images XLA's own kernel gradient is
-faster (below), and on other backends it is the only one used.
+faster, and on other backends it is the only one used (kernel_choice.py decides, from the
+net's devices and the size of the output gradient).
 """
 
 import functools
@@ -24,22 +24,18 @@ import jax.numpy as jnp
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
 
-# Below this many bytes of output gradient XLA's own kernel gradient is the faster one: its
-# time jumps between 16 and 24 images of 55x55x96 maps (31 -> 96 ms with the forward pass),
-# where the matrix products' grows in step (47 -> 67 ms); docs/benchmarks.md, "conv1's
-# kernel gradient", has the measurements.
-_MIN_GRADIENT_BYTES = 24 * 2**20
-
-
 def conv(x: jax.Array, kernel: jax.Array, stride: int,
-         padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  """The convolution of NHWC x with HWIO kernel, `stride` in both directions."""
+         padding: tuple[tuple[int, int], tuple[int, int]],
+         space_to_depth_from_bytes: int | None = None) -> jax.Array:
+  """The convolution of NHWC x with HWIO kernel, `stride` in both directions; with the
+  space-to-depth kernel gradient when strided and its output gradient has at least
+  `space_to_depth_from_bytes` bytes (None: never)."""
   padding = tuple(map(tuple, padding))
-  if stride > 1 and jax.default_backend() == 'cpu':
+  if stride > 1 and space_to_depth_from_bytes is not None:
     out_h, out_w = ((x.shape[i] + sum(padding[i - 1]) - kernel.shape[0]) // stride + 1
                     for i in (1, 2))
     gradient_bytes = x.shape[0] * out_h * out_w * kernel.shape[3] * x.dtype.itemsize
-    if gradient_bytes >= _MIN_GRADIENT_BYTES:
+    if gradient_bytes >= space_to_depth_from_bytes:
       return _conv(x, kernel, stride, padding)
   return _plain_conv(x, kernel, stride, padding)
 

@@ -204,7 +204,7 @@ def benchmark_jax(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   mesh = sharding.make_mesh(config)
   batch = config.train.batch_size
   sharding.check_batch(batch, mesh)
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   step_fn = train_step.make_train_step(config, net, mesh,
                                        schedules.make_schedule(config, 1, steps + warmup))
   device = mesh.devices.flat[0]

@@ -190,7 +190,7 @@ def audit_train_step(config) -> tuple[list[Collective], Mesh]:
   """Compiles the training step of `config` on its mesh (abstract inputs) and audits it."""
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.train.batch_size, mesh)
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   step = train_step.make_train_step(config, net, mesh, schedules.make_schedule(config, 1, 1))
   state = train_step.abstract_train_state(config, net, mesh)
   batch_sh = sharding.batch_sharding(mesh)
@@ -214,7 +214,7 @@ def train_step_violations(config, collectives: list[Collective], mesh: Mesh) -> 
   """
   if mesh.shape['data'] == 1:
     return violations(collectives)
-  state = train_step.abstract_train_state(config, model.create_model(config), mesh)
+  state = train_step.abstract_train_state(config, model.create_model(config, mesh), mesh)
   return violations(collectives, gradient_elements(state))
 
 
@@ -222,7 +222,7 @@ def audit_eval_step(config) -> tuple[list[Collective], Mesh]:
   """Compiles the evaluation step (centre and ten patches) on its mesh and audits it."""
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   step = evaluate.make_eval_step(config, net, mesh)
   params = train_step.abstract_train_state(config, net, mesh).params
   batch_sh = sharding.batch_sharding(mesh)

@@ -28,7 +28,7 @@ def evaluate_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
     saved_config.check_rerun(config, workdir.path, also=('data.eval_split',))
   mesh = sharding.make_mesh(config)
   sharding.check_batch(config.eval.batch_size, mesh, 'eval.batch_size')
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   nets = saved_nets.nets_to_evaluate(config, workdir.path, net, mesh, ensemble)
   inputs.ready(config)
   stats = inputs.device_stats(config, mesh)

@@ -39,7 +39,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str | int = 
   """The checkpoint `which` ('latest', 'best' or a step) of the run in `workdir`, on `mesh`
   (default: config.mesh over all devices)."""
   mesh = mesh or sharding.make_mesh(config)
-  net = model.create_model(config)
+  net = model.create_model(config, mesh)
   state, meta = workdirs.Workdir(workdir).restore(
       train_step.abstract_train_state(config, net, mesh), which)
   return Restored(net, mesh, state, meta)

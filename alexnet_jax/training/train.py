@@ -99,7 +99,7 @@ class Trainer:
     self.mesh = sharding.make_mesh(config)
     sharding.check_batch(config.train.batch_size, self.mesh)
     sharding.check_batch(config.eval.batch_size, self.mesh, 'eval.batch_size')
-    self.net = model.create_model(config)
+    self.net = model.create_model(config, self.mesh)
     start = saved_nets.pretrained_start(config, workdir.path, self.net, self.mesh)
     inputs.ready(config)  # Prepares the data if it can, else fails saying how.
     self.steps_per_epoch, self.total_steps, self.eval_every = inputs.steps(config)
