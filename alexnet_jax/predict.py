@@ -33,7 +33,7 @@ from alexnet_jax.data import augment, decode, sources, statistics
 from alexnet_jax.nn import model
 from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
-from alexnet_jax.training import saved_nets, sharding
+from alexnet_jax.training import preflight, saved_nets, sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]); default: '
@@ -119,6 +119,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str | None, paths: list[
   Returns ([{'image': path, 'top5': [{'index', 'name', 'probability'}, ...]}, ...],
   ['path: why it was skipped', ...]).
   """
+  preflight.check_config(config)
   config = ml_collections.ConfigDict(config)
   config.mesh.tower, config.mesh.data = 1, 1  # A few images: one device holds the net.
   mesh = sharding.make_mesh(config, jax.local_devices()[:1])

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from alexnet_jax.configs import default
 from alexnet_jax.nn import lrn
+from alexnet_jax.training import preflight
 
 
 def lrn_by_formula(a, towers, n, k, alpha, beta):
@@ -50,9 +52,9 @@ def test_lrn_is_tower_local():
   assert not np.allclose(one(a)[..., 4:6], one(b)[..., 4:6])
 
 
-def test_lrn_rejects_bad_settings():
-  with pytest.raises(ValueError, match='lrn_alpha_convention'):
-    lrn.effective_alpha(1e-4, 5, 'pytorch')
-  with pytest.raises(ValueError, match='lrn_size=4'):
-    lrn.local_response_norm(np.ones((1, 1, 1, 8), np.float32), towers=1, size=4, k=2.0,
-                            alpha=1e-4, beta=0.75)
+def test_bad_lrn_settings_are_refused_by_the_config_check():
+  config = default.get_config()
+  config.model.lrn_alpha_convention = 'pytorch'
+  config.model.lrn_size = 4
+  problems = '\n'.join(preflight.config_problems(config))
+  assert 'model.lrn_alpha_convention' in problems and 'model.lrn_size=4' in problems

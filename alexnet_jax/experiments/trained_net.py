@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.run import workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
-from alexnet_jax.training import saved_nets, sharding
+from alexnet_jax.training import preflight, saved_nets, sharding
 
 FLAGS = flags.FLAGS
 
@@ -59,6 +59,7 @@ def start() -> tuple[ml_collections.ConfigDict, str]:
   if FLAGS.config is None:
     raise errors.UserError(f'--workdir={FLAGS.workdir} holds no config.json: give the '
                            "run's config with --config=...")
+  preflight.check_config(FLAGS.config)
   out = _out_dir()
   command_line.log_to_file(os.path.join(out, 'logs'))
   if FLAGS.config.host_devices > 0:

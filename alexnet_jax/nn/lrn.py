@@ -14,13 +14,9 @@ ALPHA_CONVENTIONS = ('printed', 'divided')
 
 
 def effective_alpha(alpha: float, size: int, convention: str) -> float:
-  """The alpha that multiplies the sum of squares under the given convention."""
-  if convention == 'printed':
-    return alpha
-  if convention == 'divided':
-    return alpha / size
-  raise ValueError(
-      f'model.lrn_alpha_convention={convention!r}: use one of {ALPHA_CONVENTIONS}.')
+  """The alpha that multiplies the sum of squares under `convention` (one of
+  ALPHA_CONVENTIONS; training/preflight.py checks the config's)."""
+  return alpha if convention == 'printed' else alpha / size
 
 
 def local_response_norm(x: jax.Array, *, towers: int, size: int, k: float, alpha: float,
@@ -28,11 +24,10 @@ def local_response_norm(x: jax.Array, *, towers: int, size: int, k: float, alpha
   """Normalises x (..., channels) across channels, separately within each of `towers`.
 
   The channel axis holds `towers` consecutive blocks of maps; the window of `size` adjacent
-  maps never reaches into another tower's block. `alpha` is the effective alpha (see
-  `effective_alpha`). Computed in float32 whatever the dtype of x.
+  maps never reaches into another tower's block; `size` is odd (training/preflight.py
+  checks the config's). `alpha` is the effective alpha (see `effective_alpha`). Computed
+  in float32 whatever the dtype of x.
   """
-  if size % 2 != 1:
-    raise ValueError(f'model.lrn_size={size}: the window must be odd (the paper uses 5).')
   channels = x.shape[-1]
   if channels % towers:
     raise ValueError(f'{channels} channels do not split into {towers} towers.')

@@ -34,6 +34,9 @@ from alexnet_jax.nn import kernel_choice, lrn, max_pool, strided_conv
 LAYOUTS = ('paper', 'torchvision', 'cifar10')
 INITS = ('paper', 'caffe', 'cuda-convnet', 'he')
 REMOVABLE = ('', 'conv3', 'conv4', 'conv5')
+TOWERS = (1, 2)  # Figure 2's two, or footnote 2's one.
+ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}  # §3.1's ReLU, and Figure 1's rival.
+DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +95,11 @@ def _cifar10_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], li
 
 
 def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[DenseLayer]]:
-  """The layers of the configured variant, in order (docs/paper.md, "The net")."""
-  if model.layout not in LAYOUTS:
-    raise ValueError(f'model.layout={model.layout!r}: use one of {LAYOUTS}.')
-  if model.remove_conv not in REMOVABLE:
-    raise ValueError(f'model.remove_conv={model.remove_conv!r}: use one of {REMOVABLE}.')
+  """The layers of the configured variant, in order (docs/paper.md, "The net").
+
+  The fields' own values are checked by training/preflight.py (every caller's start); what
+  is checked here is how they combine.
+  """
   if model.layout == 'cifar10':
     return _cifar10_plan(model)
   if model.layout == 'torchvision':
@@ -105,10 +108,8 @@ def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[
     widths, conv1_padding, lrn_layers = (64, 192, 384, 256, 256), 2, False
   elif model.towers == 2:  # Figure 2.
     widths, conv1_padding, lrn_layers = (96, 256, 384, 384, 256), 'convnet', model.lrn
-  elif model.towers == 1:  # Footnote 2: half the kernels, but conv5 and the FC layers keep theirs.
+  else:  # Footnote 2's one tower: half the kernels, but conv5 and the FC layers keep theirs.
     widths, conv1_padding, lrn_layers = (48, 128, 192, 192, 256), 'convnet', model.lrn
-  else:
-    raise ValueError(f'model.towers={model.towers}: the net has 2 towers, or 1 (footnote 2).')
   convs = [
       ConvLayer('conv1', widths[0], 11, 4, conv1_padding, False, lrn=lrn_layers, pool='max'),
       ConvLayer('conv2', widths[1], 5, 1, 2, False, lrn=lrn_layers, pool='max', paper_bias=1.),
@@ -136,8 +137,6 @@ def layer_plan(model: ml_collections.ConfigDict) -> tuple[list[ConvLayer], list[
 def _initializers(layer: ConvLayer | DenseLayer, scheme: str):
   """Weight and bias initialisers of one layer under an init scheme (§5; docs/paper.md,
   "Training")."""
-  if scheme not in INITS:
-    raise ValueError(f'model.init={scheme!r}: use one of {INITS}.')
   if scheme == 'he':  # Not the paper's: He et al. 2015, for inputs of unit scale.
     variance = 1.0 if isinstance(layer, DenseLayer) and layer.last else 2.0  # No ReLU after fc8.
     return (nn.initializers.variance_scaling(variance, 'fan_in', 'normal'),
@@ -330,11 +329,7 @@ class AlexNet(nn.Module):
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    activation = {'relu': nn.relu, 'tanh': jnp.tanh}.get(cfg.activation)
-    if activation is None:
-      raise ValueError(f"model.activation={cfg.activation!r}: use 'relu' or 'tanh'.")
-    if not 0.0 <= cfg.dropout_rate < 1.0:
-      raise ValueError(f'model.dropout_rate={cfg.dropout_rate}: must be in [0, 1).')
+    activation = ACTIVATIONS[cfg.activation]
     alpha = lrn.effective_alpha(cfg.lrn_alpha, cfg.lrn_size, cfg.lrn_alpha_convention)
     convs, dense = layer_plan(cfg)
 

@@ -52,7 +52,7 @@ from alexnet_jax.data import pipeline, prepare, statistics
 from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
 from alexnet_jax.tools import summary
-from alexnet_jax.training import schedules, sharding, train_step
+from alexnet_jax.training import preflight, schedules, sharding, train_step
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s, from NVIDIA's datasheets (they also
 # print sparse figures, twice these). float32 is TF32: JAX's default matmul precision lets
@@ -370,6 +370,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config.copy_and_resolve_references()
+  preflight.check_config(config)
   cpu_devices = FLAGS.cpu_devices or config.host_devices
   if cpu_devices:  # Before JAX starts its backends.
     sharding.use_host_devices(cpu_devices)

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from alexnet_jax.data import statistics
 from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
-from alexnet_jax.training import evaluate, schedules, sharding, train_step
+from alexnet_jax.training import evaluate, preflight, schedules, sharding, train_step
 
 KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'all-to-all')
 # Where the paper's GPUs communicate (§3.2, Figure 2); 'softmax' is fc8's 1000-way output.
@@ -246,6 +246,7 @@ def main(argv):
   if FLAGS.cpu_devices:
     sharding.use_host_devices(FLAGS.cpu_devices)
   config = FLAGS.config
+  preflight.check_config(config)
   collectives, mesh = audit_train_step(config)
   problems = train_step_violations(config, collectives, mesh)
   print(f'Training step of {config.model.layout} net, towers={config.model.towers}, '

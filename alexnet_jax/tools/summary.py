@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.nn import model
 from alexnet_jax.runtime import command_line
+from alexnet_jax.training import preflight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  preflight.check_config(FLAGS.config)
   print(format_table(FLAGS.config))
 
 

@@ -19,14 +19,17 @@ from alexnet_jax.nn import lrn, model
 from alexnet_jax.runtime import errors
 from alexnet_jax.training import optimizer, schedules
 
+# The config's schema: each field's allowed values or range, checked here once; the
+# modules that read the fields trust them (every command starts with check_config).
 _CHOICES = {
     'model.layout': model.LAYOUTS,
     'model.init': model.INITS,
     'model.remove_conv': model.REMOVABLE,
-    'model.activation': ('relu', 'tanh'),
-    'model.dtype': ('float32', 'bfloat16'),
+    'model.towers': model.TOWERS,
+    'model.activation': tuple(model.ACTIVATIONS),
+    'model.dtype': model.DTYPES,
     'model.lrn_alpha_convention': lrn.ALPHA_CONVENTIONS,
-    'data.source': ('imagenet2012', 'folder', 'tfds', 'synthetic'),
+    'data.source': sources.NAMES,
     'data.mean': statistics.MEANS,
     'data.pca_stats': ('imagenet', 'dataset'),
     'optimizer.schedule': schedules.SCHEDULES,
