@@ -124,7 +124,7 @@ def test_a_run_killed_after_an_epoch_resumes_exactly(tmp_path):
   def killed_after_epoch_2(line):
     if 'epoch 2/3' in line:
       raise KeyboardInterrupt
-  partial = str(tmp_path / 'unfinished.npz')
+  partial = str(tmp_path / 'unfinished')
   with pytest.raises(KeyboardInterrupt):
     relu_vs_tanh.train_run(data, mean, report=killed_after_epoch_2, partial=partial, **run)
   lines = []

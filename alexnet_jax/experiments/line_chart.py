@@ -86,7 +86,6 @@ def draw(path: str, series: Sequence[Series], *, x_max: float, y_max: float, x_l
   rotated = y_text.rotate(90, expand=True)
   image.paste(rotated, (12, int((top + bottom - rotated.height) / 2)))
 
-  legend = {}
   for s in series:
     points = [to_px(x, y) for x, y in zip(s.x, s.y)]
     if len(points) == 1:  # A one-epoch curve: a dot.
@@ -95,18 +94,27 @@ def draw(path: str, series: Sequence[Series], *, x_max: float, y_max: float, x_l
       _dashed(ink, points, s.color, 2)
     else:
       ink.line(points, fill=s.color, width=2, joint='curve')
-    legend.setdefault(s.label, s)
-  if legend:  # Top right, on white, each entry a stretch of its line and its label.
-    text_width = max(ink.textlength(label, font=font) for label in legend)
-    x0, y0 = right - text_width - 78, top + 8
-    ink.rectangle([x0, y0, right - 8, y0 + 24 * len(legend) + 8], fill='white',
-                  outline=(180, 180, 180))
-    for row, s in enumerate(legend.values()):
-      y = y0 + 16 + 24 * row
-      sample = [(x0 + 10, y), (x0 + 60, y)]
-      if s.dashed:
-        _dashed(ink, sample, s.color, 2)
-      else:
-        ink.line(sample, fill=s.color, width=2)
-      ink.text((x0 + 68, y), s.label, fill='black', font=font, anchor='lm')
+  _legend(ink, font, series, right, top)
   image.save(path, format='PNG')
+
+
+def _legend(ink: ImageDraw.ImageDraw, font, series: Sequence[Series], right: float,
+            top: float) -> None:
+  """Top right of the plot, on white: each label once, after a stretch of its line."""
+  legend = {}
+  for s in series:
+    legend.setdefault(s.label, s)
+  if not legend:
+    return
+  text_width = max(ink.textlength(label, font=font) for label in legend)
+  x0, y0 = right - text_width - 78, top + 8
+  ink.rectangle([x0, y0, right - 8, y0 + 24 * len(legend) + 8], fill='white',
+                outline=(180, 180, 180))
+  for row, s in enumerate(legend.values()):
+    y = y0 + 16 + 24 * row
+    sample = [(x0 + 10, y), (x0 + 60, y)]
+    if s.dashed:
+      _dashed(ink, sample, s.color, 2)
+    else:
+      ink.line(sample, fill=s.color, width=2)
+    ink.text((x0 + 68, y), s.label, fill='black', font=font, anchor='lm')

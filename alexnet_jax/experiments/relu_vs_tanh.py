@@ -16,8 +16,8 @@ the seeds) wins. Writes, to `--out`, after every run:
   figure1.json  every run's curve, the winners' epochs to 25% and their ratio (paper: 6).
 
 Run again with the same `--out` and settings, the command resumes an interrupted sweep: the
-runs figure1.json records are kept, an unfinished run goes on from its last epoch (saved in
-`--out` as unfinished_*.npz after each), the others are trained.
+runs figure1.json records are kept, an unfinished run goes on from its last epoch (a
+checkpoint in `--out`/unfinished_*/ after each), the others are trained.
 
 The training error of an epoch is the share of its training images that the net
 misclassified as it trained on them (the step's own outputs, before each update), as
@@ -33,6 +33,7 @@ epochs left.
 
 import json
 import os
+import shutil
 import time
 from typing import Callable, Sequence
 
@@ -43,6 +44,7 @@ from absl import flags
 from alexnet_jax.configs import figure1
 from alexnet_jax.experiments import image_arrays, line_chart
 from alexnet_jax.nn import model
+from alexnet_jax.run import workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
 from alexnet_jax.training import schedules, sharding, train_step
 
@@ -58,31 +60,28 @@ def epochs_to_threshold(errors: Sequence[float], threshold: float = THRESHOLD) -
   return next((epoch for epoch, e in enumerate(errors, 1) if e <= threshold), None)
 
 
-def _save_partial(path: str, state, record: dict, order: np.random.Generator,
-                  settings: dict) -> None:
-  """The run after an epoch: its state's arrays, its record so far, the image order's
-  generator and the sweep's settings, written to a temporary file that then replaces
-  `path` (a kill leaves the previous epoch's file whole)."""
-  arrays = {f'leaf{i}': np.asarray(leaf) for i, leaf in enumerate(
-      jax.tree.leaves(jax.device_get(state)))}
-  meta = {'record': record, 'order': order.bit_generator.state, 'settings': settings}
-  with open(path + '.tmp', 'wb') as f:
-    np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-  os.replace(path + '.tmp', path)
+def _save_partial(partial: workdirs.Workdir, epoch: int, state, record: dict,
+                  order: np.random.Generator, settings: dict) -> None:
+  """The run after `epoch`: a checkpoint of its state (checkpointing.py: a kill leaves the
+  previous epoch's whole), with its record so far, the image order's generator and the
+  sweep's settings in the checkpoint's meta."""
+  ckpt = partial.checkpointer()
+  try:
+    ckpt.save(epoch, state, meta={'record': record, 'order': order.bit_generator.state,
+                                  'settings': settings})
+  finally:
+    ckpt.close()
 
 
-def _load_partial(path: str, state, order: np.random.Generator, settings: dict):
-  """(state, record) of the epochs `path` saved, the generator set where it stood; raises
-  a UserError if it was saved under other settings."""
-  with np.load(path) as saved:
-    meta = json.loads(str(saved['meta']))
-    if meta['settings'] != settings:
-      raise errors.UserError(f'{path} holds a run of a sweep with other settings '
-                             f"({meta['settings']}, now {settings}): delete it, or give "
-                             'another --out.')
-    leaves, treedef = jax.tree.flatten(state)
-    state = jax.tree.unflatten(treedef, [
-        jax.device_put(saved[f'leaf{i}'], leaf.sharding) for i, leaf in enumerate(leaves)])
+def _load_partial(partial: workdirs.Workdir, abstract_state, order: np.random.Generator,
+                  settings: dict):
+  """(state, record) of the epochs `partial` saved, the generator set where it stood;
+  raises a UserError if it was saved under other settings."""
+  state, meta = partial.restore(abstract_state)
+  if meta['settings'] != settings:
+    raise errors.UserError(f'{partial.path} holds a run of a sweep with other settings '
+                           f"({meta['settings']}, now {settings}): delete it, or give "
+                           'another --out.')
   order.bit_generator.state = meta['order']
   return state, meta['record']
 
@@ -95,10 +94,10 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
 
   With `epochs_after_threshold`, the run stops that many epochs after its training error
   first reaches 25% (the figure's question is answered by then), else after `epochs`.
-  With `partial` (a file path), the run saves itself there after every epoch and, if the
-  file exists, resumes from it first, exactly (the same weights, velocity and image order
+  With `partial` (a folder), the run saves itself there after every epoch and, if it holds
+  a checkpoint, resumes from it first, exactly (the same weights, velocity and image order
   as without the interruption); `settings` must then match the ones saved with it. The
-  file is deleted once the run ends.
+  folder is deleted once the run ends.
   """
   config = figure1.get_config()
   config.seed = seed  # Initial weights and the order of the images.
@@ -117,10 +116,12 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
   order = np.random.default_rng(seed)
   record = {'activation': activation, 'learning_rate': learning_rate, 'seed': seed,
             'train_error': [], 'seconds_per_epoch': [], 'diverged': False}
-  if partial and os.path.exists(partial):
-    state, record = _load_partial(partial, state, order, settings)
+  partial = workdirs.Workdir(partial) if partial else None
+  if partial and partial.has_checkpoint():
+    state, record = _load_partial(
+        partial, train_step.abstract_train_state(config, net, mesh), order, settings)
     report(f'{activation} lr={learning_rate:g} seed={seed}: resumed after epoch '
-           f"{len(record['train_error'])} ({partial}).")
+           f"{len(record['train_error'])} ({partial.path}).")
   with jax.set_mesh(mesh):
     for epoch in range(len(record['train_error']) + 1, epochs + 1):
       start = time.perf_counter()
@@ -135,7 +136,7 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
       record['seconds_per_epoch'].append(time.perf_counter() - start)
       record['diverged'] = int(state.first_bad_step) >= 0
       if partial:
-        _save_partial(partial, state, record, order, settings)
+        _save_partial(partial, epoch, state, record, order, settings)
       report(f'{activation} lr={learning_rate:g} seed={seed} epoch {epoch}/{epochs}: '
              f"training error {record['train_error'][-1]:.4f} "
              f"({record['seconds_per_epoch'][-1]:.1f} s)"
@@ -148,8 +149,8 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
         break
   record['epochs_to_threshold'] = (
       None if record['diverged'] else epochs_to_threshold(record['train_error']))
-  if partial and os.path.exists(partial):
-    os.remove(partial)
+  if partial:
+    shutil.rmtree(partial.path, ignore_errors=True)
   return record
 
 
@@ -281,7 +282,7 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
     run = train_run(data, mean, activation=activation, learning_rate=rate, seed=seed,
                     epochs=epochs, batch_size=batch_size, report=report,
                     epochs_after_threshold=epochs_after_threshold, settings=settings,
-                    partial=os.path.join(out, f'unfinished_{activation}_{rate:g}_{seed}.npz'))
+                    partial=os.path.join(out, f'unfinished_{activation}_{rate:g}_{seed}'))
     runs.append(run)
     epoch_seconds += run['seconds_per_epoch'][1:]  # The first epoch also compiles.
     result = summarise(runs, settings)

@@ -374,8 +374,16 @@ class Checkpointer:
           f'(available: {steps or "none"}).')
     if not steps:
       raise FileNotFoundError(f'No finished checkpoint in {self.directory}.')
+    return self._first_intact([step] if step is not None else steps[::-1], abstract_state,
+                              say, instead=None if step is None else
+                              f'give another eval.checkpoint_step (available: {steps})')
+
+  def _first_intact(self, candidates: list[int], abstract_state: Any,
+                    say: Callable[[str], None], instead: str | None):
+    """(state, meta) of the first of `candidates` that restores whole and finite, saying
+    which damaged ones it passed over; raises CheckpointDamagedError if none does."""
     damaged = []
-    for candidate in [step] if step is not None else reversed(steps):
+    for candidate in candidates:
       reason = self.verify(candidate)
       if reason not in (None, _UNVERIFIED):
         damaged.append((candidate, reason))
@@ -399,8 +407,7 @@ class Checkpointer:
         say(self._passed_over(damaged, f'step {candidate} is used instead'))
       return restored
     raise CheckpointDamagedError(self._passed_over(
-        damaged, 'no intact checkpoint is left: start afresh in another --workdir' if
-        step is None else f'give another eval.checkpoint_step (available: {steps})'))
+        damaged, instead or 'no intact checkpoint is left: start afresh in another --workdir'))
 
   def recorded_meta(self) -> tuple[int, dict] | None:
     """(step, meta) of the newest step whose files are intact and whose meta reads; None

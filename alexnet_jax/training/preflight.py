@@ -52,8 +52,8 @@ def _raise_if(problems: list[str]) -> None:
     raise ConfigError('The config cannot work:\n' + '\n'.join(f'  - {p}' for p in problems))
 
 
-def config_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """What is wrong with `config` on its own (no data, no devices needed)."""
+def _field_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Each field against the schema, and the facts that tie two fields together."""
   problems = []
   for field, choices in _CHOICES.items():
     if _get(config, field) not in choices:
@@ -85,10 +85,17 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
       check()
     except ValueError as e:
       problems.append(str(e))
+  return problems
+
+
+def _net_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """The layer plan's own objections, the learning-rate multipliers' layers, and the crop
+  against the net's geometry (the maps fc6 sees must be at least 1x1)."""
   try:
     convs, dense = model.layer_plan(config.model)
   except ValueError as e:
-    return problems + [str(e)]  # The geometry below needs a valid layer plan.
+    return [str(e)]  # The rest needs a valid layer plan.
+  problems = []
   try:
     multipliers = optimizer.parse_lr_multipliers(config.optimizer.lr_multipliers)
   except ValueError as e:
@@ -99,8 +106,6 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
     if unknown:
       problems.append(f'optimizer.lr_multipliers={config.optimizer.lr_multipliers!r} names '
                       f'{", ".join(unknown)}, not a layer of this net ({", ".join(layers)}).')
-  if any(p.startswith(('model.', 'data.image_size', 'data.crop_size')) for p in problems):
-    return problems
   d = config.data
   if d.crop_size > d.image_size:
     problems.append(f'data.crop_size={d.crop_size} is larger than data.image_size='
@@ -113,6 +118,14 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
         f'nothing before its fully connected layers. Use data.crop_size >= {smallest} (and '
         'data.image_size >= the crop).')
   return problems
+
+
+def config_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """What is wrong with `config` on its own (no data, no devices needed)."""
+  problems = _field_problems(config)
+  if any(p.startswith(('model.', 'data.image_size', 'data.crop_size')) for p in problems):
+    return problems  # The net's geometry needs its own fields right first.
+  return problems + _net_problems(config)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
