@@ -86,6 +86,20 @@ def _load_partial(partial: workdirs.Workdir, abstract_state, order: np.random.Ge
   return state, meta['record']
 
 
+def _train_epoch(step: Callable, state, data: image_arrays.ImageArrays, mean: np.ndarray,
+                 order: np.random.Generator, steps: int, batch_size: int):
+  """(state, training error) after `steps` batches of the images in a new order; the
+  error is the steps' own outputs', before each update."""
+  batches = order.permutation(len(data.images))[:steps * batch_size].reshape(steps, -1)
+  step_errors = []
+  for indices in batches:
+    batch = {'image': data.images[indices].astype(np.float32) - mean,
+             'label': data.labels[indices]}
+    state, metrics = step(state, batch, None)
+    step_errors.append(metrics['top1_error'])
+  return state, float(np.mean(jax.device_get(step_errors)))
+
+
 def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: str,
               learning_rate: float, seed: int, epochs: int, batch_size: int,
               report: Callable[[str], None], epochs_after_threshold: int | None = None,
@@ -125,14 +139,8 @@ def train_run(data: image_arrays.ImageArrays, mean: np.ndarray, *, activation: s
   with jax.set_mesh(mesh):
     for epoch in range(len(record['train_error']) + 1, epochs + 1):
       start = time.perf_counter()
-      batches = order.permutation(len(data.images))[:steps * batch_size].reshape(steps, -1)
-      step_errors = []
-      for indices in batches:
-        batch = {'image': data.images[indices].astype(np.float32) - mean,
-                 'label': data.labels[indices]}
-        state, metrics = step(state, batch, None)
-        step_errors.append(metrics['top1_error'])
-      record['train_error'].append(float(np.mean(jax.device_get(step_errors))))
+      state, error = _train_epoch(step, state, data, mean, order, steps, batch_size)
+      record['train_error'].append(error)
       record['seconds_per_epoch'].append(time.perf_counter() - start)
       record['diverged'] = int(state.first_bad_step) >= 0
       if partial:
