@@ -42,8 +42,8 @@ class _Blocks:
 
   Grain's `SharedMemoryArray` is a new block per batch: here its first write faults in
   zeroed tmpfs pages, the reader's first read maps them again and the unlink frees them,
-  19 ms per 19 MB batch on a 2-core VM against 1.2 ms to rewrite a block already mapped
-  (measured). So the worker keeps its blocks and sends `_BlockRef`s, and `_Received`, in
+  many times the cost of rewriting a block already mapped (docs/benchmarks.md, "Input
+  pipeline"). So the worker keeps its blocks and sends `_BlockRef`s, and `_Received`, in
   the main process, marks a block free when done with it. Blocks in flight are bounded by
   the prefetch buffers, so a worker holds a handful.
   """

@@ -6,26 +6,24 @@ named variants of configs/ilsvrc2012.py, then the report (ablation_report.py).
       [--image_size=N --crop_size=N --epochs=N --batch_size=N] [--config.FIELD=VALUE ...] \
       [--dry_run]
 
-On Imagenette, with the README's folder overrides, on a 2-core CPU (one forced CPU device
-per tower), evaluating only at the end (a ten-patch pass over its 3,925 photos takes
-about 90 s there):
+On Imagenette, with the README's folder overrides, on a CPU (one forced CPU device per
+tower), evaluating only at the end (a ten-patch pass over its 3,925 photos is slow on a
+CPU):
 
-  mkdir -p /tmp/imagenette
-  tar -xzf imagenette2-320.tgz -C /tmp/imagenette --strip-components=1  # fast.ai's release
-  python -m alexnet_jax.experiments.ablation_runner --out=/tmp/ablation_imagenette \
+  mkdir -p ~/data/imagenette
+  tar -xzf imagenette2-320.tgz -C ~/data/imagenette --strip-components=1  # fast.ai's release
+  python -m alexnet_jax.experiments.ablation_runner --out=runs/ablation_imagenette \
       --image_size=128 --crop_size=112 --epochs=8 --batch_size=32 \
       --config.host_devices=2 --config.data.source=folder \
-      --config.data.folder=/tmp/imagenette --config.data.data_dir=/tmp/imagenette_data \
+      --config.data.folder=~/data/imagenette --config.data.data_dir=~/data/imagenette_data \
       --config.data.eval_split=val --config.model.num_classes=10 --config.model.init=caffe \
       --config.eval.batch_size=100 --config.optimizer.learning_rate=0.01 \
       --config.optimizer.schedule=steps --config.optimizer.step_epochs=6 \
       --config.train.eval_every_steps=100000 --config.checkpoint.every_steps=300 \
       --config.train.log_every_steps=50 --config.data.worker_count=1
 
-Six runs (two baseline seeds, four variants) of 8 epochs: 8-10 minutes each on a quiet
-2-core machine (145-155 images/s, the final ten-patch evaluation included; measured for
-docs/results.md, "Ablations"), about an hour in all. With others on the cores it is
-slower: at a load average of 7, 40 steps ran at 83 images/s and an evaluation took 270 s.
+Each run prints its own ETA, and the runner the time it estimates for the runs left, from
+the runs it has finished; docs/results.md, "Ablations", says what the published study took.
 
 It first prepares the data once (`python -m alexnet_jax.data.prepare`, a no-op when
 done), then runs, one after another, each in its own workdir OUT/<name>_seed<k>:

@@ -1,7 +1,7 @@
 """Figure 1 (§3.1): with ReLUs the four-layer CIFAR-10 net reaches 25% training error about
 six times faster than with tanh neurons.
 
-  python -m alexnet_jax.experiments.relu_vs_tanh --folder=/tmp/cifar10 --out=runs/figure1
+  python -m alexnet_jax.experiments.relu_vs_tanh --folder=~/data/cifar10 --out=runs/figure1
 
 Trains configs/figure1.py's net (cuda-convnet's CIFAR-10 example, model.layout='cifar10')
 with each activation at each of its learning rates, once per seed, with no regularisation

@@ -227,7 +227,7 @@ def _per_tower(fn: Callable, in_specs, out_specs) -> Callable:
   if jax.sharding.get_abstract_mesh().shape['data'] == 1:
     # Manual over 'tower' only: a shard_map manual over a 'data' axis of one device sums
     # every gradient over that one device in the backward pass, an all-reduce XLA:CPU
-    # does not remove (16 ms of the demo's 110 ms step).
+    # does not remove (docs/benchmarks.md, "Three things XLA:CPU did for nothing").
     def over_towers(spec):
       return P(*(None if axis == 'data' else axis for axis in spec))
     return jax.shard_map(fn, in_specs=tuple(map(over_towers, in_specs)),
@@ -279,7 +279,8 @@ class TowerConv(nn.Module):
         x = _gather_towers(x)  # conv3: the paper's GPUs exchange their maps here.
       # One ordinary convolution per tower on this device, each over its own tower's maps.
       # (The same as feature_group_count=towers, but XLA's CPU backend runs a grouped
-      # convolution's forward and backward about 7x slower than the separate ones.)
+      # convolution far slower than the separate ones: docs/benchmarks.md, "CPU speed:
+      # the grouped convolutions".)
       towers = x.shape[-1] // kernel.shape[2]
       ys = [strided_conv.conv(xt.astype(self.dtype), kt.astype(self.dtype), layer.stride,
                               padding, self.kernels.space_to_depth_from_bytes)

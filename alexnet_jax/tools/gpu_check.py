@@ -160,7 +160,8 @@ CPU_BENCH_RUNS = (  # JAX alone: PyTorch's CPU twins are tests/test_bench.py's.
     BenchRun('paper-float32-4', 'paper', 'float32', 4, 2, 1, limit_s=120, min_s=MIN_CHILD_S,
              extra=CPU_TINY),
 )
-# Issue 16's targets: (run, what, measure, at least). 'over_best_torch': JAX's images/s
+# The GPU targets (docs/benchmarks.md, "To be measured on an H100"): (run, what, measure,
+# at least). 'over_best_torch': JAX's images/s
 # in the run over the fastest PyTorch row of any run of the same dtype and batch.
 TARGETS = (
     ('paper-bfloat16-1024', 'paper net, bf16, batch 1024: >= 45,000 images/s (stretch 60,000)',

@@ -19,8 +19,8 @@ from alexnet_jax.runtime import errors
 AXES = ('data', 'tower')
 # Forced CPU devices share the host's cores with whatever else runs there, so one device
 # may reach a collective (the towers' all-gathers) long after the other. XLA:CPU aborts
-# the process once a collective has waited 40 s (it did, on a 2-core machine running two
-# jobs); these flags let it wait 10 minutes, warning after 2.
+# the process once a collective has waited its default timeout, which a loaded 2-core
+# machine can exceed; these flags let it wait 10 minutes, warning after 2.
 PATIENT_CPU_COLLECTIVES = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120',
                            '--xla_cpu_collective_call_terminate_timeout_seconds=600')
 

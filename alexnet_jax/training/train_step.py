@@ -150,7 +150,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, mesh: Mesh,
   # The update overwrites the donated weights in place. XLA:CPU's default copy insertion
   # cannot tell that the backward pass has read a weight by then (nothing orders fc7's input
   # gradient before fc7's update) and copies every such weight first, 67 MB for fc7 alone;
-  # its region analysis can, and drops the copies (the demo's step: 7 ms of 90).
+  # its region analysis can, and drops the copies (docs/benchmarks.md, "Three things
+  # XLA:CPU did for nothing").
   cpu = mesh.devices.flat[0].platform == 'cpu'
   options = {'xla_cpu_copy_insertion_use_region_analysis': True} if cpu else None
   return jax.jit(step_fn, donate_argnums=(0,), out_shardings=out_shardings,
