@@ -25,8 +25,8 @@ BELOW = {
     'commands': {'training', 'nn', 'data', 'run', 'weights', 'runtime', 'configs'},
 }
 # data/: each module may import only those listed before it.
-DATA_ORDER = ('decode', 'synthetic', 'sources', 'workers', 'statistics', 'augment',
-              'pipeline', 'prepare')
+DATA_ORDER = ('decode', 'synthetic', 'datasets', 'ilsvrc2012', 'image_folder', 'tfds_catalog',
+              'sources', 'workers', 'statistics', 'augment', 'pipeline', 'prepare')
 
 
 def _layer(module: str) -> str:

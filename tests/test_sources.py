@@ -1,4 +1,5 @@
-"""Tests for alexnet_jax/data/sources.py and synthetic.py: sources prepared through the real path.
+"""Tests for the data sources (data/sources.py's registry, the per-source modules, datasets.py)
+and synthetic.py: sources prepared through the real path.
 
 The ILSVRC-style tars are built here: a train tar of per-class tars `n0xxxxxxx.tar` of
 JPEGs of odd sizes (greyscale, CMYK, a PNG named .JPEG, one truncated file) and a flat
@@ -21,7 +22,8 @@ import psutil
 import pytest
 
 from alexnet_jax.configs import default
-from alexnet_jax.data import decode, pipeline, prepare, sources, synthetic
+from alexnet_jax.data import datasets, decode, ilsvrc2012, pipeline, prepare, sources, synthetic
+from alexnet_jax.runtime import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +73,7 @@ def make_ilsvrc_tars(manual_dir, labels_path):
   """Writes ILSVRC2012_img_{train,val}.tar and the val ground truth; returns expectations."""
   os.makedirs(manual_dir, exist_ok=True)
   expected = {}
-  with tarfile.open(os.path.join(manual_dir, sources.TRAIN_TAR), 'w') as outer:
+  with tarfile.open(os.path.join(manual_dir, ilsvrc2012.TRAIN_TAR), 'w') as outer:
     for label, wnid in enumerate(WNIDS):
       inner = io.BytesIO()
       with tarfile.open(fileobj=inner, mode='w') as tar:
@@ -80,7 +82,7 @@ def make_ilsvrc_tars(manual_dir, labels_path):
             _add(tar, name, _image_bytes(colour or (9, 9, 9), size, kind))
             expected[name] = (label, colour)
       _add(outer, f'{wnid}.tar', inner.getvalue())
-  with tarfile.open(os.path.join(manual_dir, sources.VAL_TAR), 'w') as tar:
+  with tarfile.open(os.path.join(manual_dir, ilsvrc2012.VAL_TAR), 'w') as tar:
     for k, (label, colour, size, kind) in enumerate(VAL, 1):
       name = f'ILSVRC2012_val_{k:08d}.JPEG'
       _add(tar, name, _image_bytes(colour, size, kind))
@@ -182,7 +184,7 @@ def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
   root = tmp_path / 'images'
   make_folder(root, {'train': {'cat': 3, 'dog': 2, 'eel': 2}, 'val': {'dog': 2}})
   config = folder_config(tmp_path, root)
-  real = sources.convert_unit
+  real = datasets.convert_unit
   first = []
 
   def interrupted(unit, path, **kw):
@@ -191,7 +193,7 @@ def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
     first.append((unit.split, unit.name))
     return real(unit, path, **kw)
 
-  monkeypatch.setattr(sources, 'convert_unit', interrupted)
+  monkeypatch.setattr(datasets, 'convert_unit', interrupted)
   with pytest.raises(RuntimeError, match='power cut'):
     sources.prepare(config)
   assert not sources.is_prepared(config)
@@ -201,7 +203,7 @@ def test_folder_prepare_resumes_after_interruption(tmp_path, monkeypatch):
     second.append((unit.split, unit.name))
     return real(unit, path, **kw)
 
-  monkeypatch.setattr(sources, 'convert_unit', spy)
+  monkeypatch.setattr(datasets, 'convert_unit', spy)
   sources.prepare(config)
   assert len(first) == 2 and not set(first) & set(second)
   assert len(first) + len(second) == 4  # Units: train/cat, train/dog, train/eel, val/dog.
@@ -288,6 +290,36 @@ def test_unprepared_tfds_catalog_dataset_says_what_to_do(tmp_path):
   config.data.name = ''
   with pytest.raises(ValueError, match='needs data.name'):
     pipeline.num_examples(config, 'train')
+
+
+def test_each_source_is_registered_by_its_name_and_keeps_its_directory():
+  """Datasets prepared before are found again: builder and config names make their paths."""
+  assert sources.NAMES == ('imagenet2012', 'folder', 'tfds', 'synthetic')
+  expected = {
+      'imagenet2012': '/data/prepared/ilsvrc2012_prepared/256px_q90/1.0.0',
+      'folder': '/data/prepared/image_folder_prepared/my_images_383ae417_256px_q90/1.0.0',
+      'synthetic': ('/data/prepared/image_folder_prepared/'
+                    '256px_train1024_validation256_873795d5_256px_q90/1.0.0'),
+      'tfds': '/data/prepared/cifar10/',
+  }
+  for name in sources.NAMES:
+    config = default.get_config()
+    config.data.source, config.data.data_dir = name, '/data/prepared'
+    config.data.folder, config.data.name = '/data/my images', 'cifar10'
+    source = sources.get(config)
+    assert source.name == name
+    assert source.generated_on_first_use == (name == 'synthetic')
+    assert sources.dataset_dir(config).startswith(expected[name])
+  config.data.source = 'imagenet'
+  with pytest.raises(errors.ConfigError, match=r"data.source='imagenet': use one of "
+                     r"\['imagenet2012', 'folder', 'tfds', 'synthetic'\]"):
+    sources.dataset_dir(config)
+
+
+def test_ilsvrc_class_names_are_known_before_preparing(tmp_path):
+  wnids = sources.get(ilsvrc_config(tmp_path)).class_names()
+  assert len(wnids) == 1000 and wnids == sorted(wnids) and wnids[0] == 'n01440764'
+  assert sources.get(folder_config(tmp_path, tmp_path)).class_names() is None
 
 
 def test_reading_never_prepares_and_ready_prepares_synthetic_once(tmp_path):

@@ -41,7 +41,7 @@ def prepare(config) -> tuple[str, str]:
 
 def ready(config) -> statistics.DataStats:
   """Start-up: makes sure the data `config` reads exists; returns its statistics."""
-  if config.data.source == 'synthetic':
+  if sources.get(config).generated_on_first_use:
     prepare(config)
   sources.dataset_info(config)  # Missing data: say so before the statistics.
   sources.check_source_unchanged(config)

@@ -31,7 +31,7 @@ from ml_collections import config_flags
 import numpy as np
 import psutil
 
-from alexnet_jax.data import augment, decode, pipeline, sources, statistics
+from alexnet_jax.data import augment, decode, ilsvrc2012, pipeline, sources, statistics
 from alexnet_jax.runtime import command_line
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,7 +60,7 @@ def _prepared_config(source: str):
   if os.path.exists(os.path.join(source, 'dataset_info.json')):
     # <data_dir>/ilsvrc2012_prepared/<size>px_q<quality>/<version>
     name = os.path.basename(os.path.dirname(os.path.dirname(source)))
-    if name != sources.Ilsvrc2012Prepared.name:
+    if name != ilsvrc2012.Ilsvrc2012Prepared.name:
       raise app.UsageError(f'{source}: only prepared ILSVRC-2012 directories can be '
                            'named directly; give an image folder instead.')
     config = _config(os.path.dirname(os.path.dirname(os.path.dirname(source))),

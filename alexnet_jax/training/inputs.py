@@ -33,8 +33,9 @@ def ready(config: ml_collections.ConfigDict) -> None:
   disk must not write them at once, so the others wait until process 0 has.
   """
   if jax.process_index() == 0:
-    if config.data.source == 'synthetic' and not sources.is_prepared(config):
-      say(f'Generating the synthetic data, once, in {config.data.data_dir}...')
+    source = sources.get(config)
+    if source.generated_on_first_use and not source.is_prepared():
+      say(f'Generating the {source.name} data, once, in {config.data.data_dir}...')
     prepare.ready(config)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('alexnet_jax: data ready')
