@@ -1,7 +1,7 @@
 """One split of an image folder as arrays in memory, for data small enough to hold whole.
 
 `load_split(folder, split)` reads `folder/<split>/<class>/<image files>` (the classes are
-the sorted class folders, label i for the i-th, as data/sources.py numbers them), decodes
+the sorted class folders, label i for the i-th, as data/image_folder.py numbers them), decodes
 every image with data/decode.py, checks that all share one size (they are used whole,
 uncropped) and returns an `ImageArrays`. CIFAR-10's 50,000 training JPEGs (32x32) decode
 in seconds (libjpeg-turbo), so nothing is cached.

@@ -192,10 +192,14 @@ def save(config: ml_collections.ConfigDict, workdir: str, step: int | None) -> N
 def load_into(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """`config` (the defaults) with every field of the config saved in workdir."""
   workdir = os.path.expanduser(workdir)
-  old, note = reference(workdir)
+  old, _ = reference(workdir)
   if old is None:
-    why = (note.split('; ')[0] + ', and no checkpoint records the config' if note else
-           f'{os.path.join(workdir, FILE)} does not exist')
+    why = f'{os.path.join(workdir, FILE)} does not exist'
+    try:
+      saved(workdir)
+    except ConfigChangedError as e:  # There, but unreadable.
+      why = f'{os.path.join(workdir, FILE)} is unreadable ({e.__cause__}), and no checkpoint ' \
+            'records the config'
     raise FileNotFoundError(f'{why}: --workdir={workdir} holds no run to resume. Give '
                             '--config=configs/<file>.py to start one.')
   known = _flat(_as_dict(config))
