@@ -22,7 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax.run import saved_config
+from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import command_line, distributed, errors
 from alexnet_jax.training import evaluate_saved, sharding, train
 
@@ -59,7 +59,7 @@ def main(argv):
     raise errors.UserError(f'--workdir={FLAGS.workdir} holds no run to resume, so --config '
                            'is required to start one, e.g. --config=configs/ilsvrc2012.py')
   workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
-  command_line.log_to_file(os.path.join(workdir, 'logs'))
+  command_line.log_to_file(workdirs.Workdir(workdir).logs)
   logging.info('Config:\n%s', config)
   if config.host_devices > 0:  # Before JAX starts its backends; per process.
     sharding.use_host_devices(config.host_devices)

@@ -40,11 +40,11 @@ from absl import flags
 
 from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import bar_chart
-from alexnet_jax.run import saved_config
+from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
 
 REPORT, CHART = 'ablation_report.md', 'ablation_chart.png'
-RESULTS = 'results.json'
+RESULTS = workdirs.RESULTS
 # Evaluations (§4.1): the centre patch, and the ten patches (corners, centre, reflections).
 PREFIXES = {'centre': 'centre', 'ten_patch': '10-patch'}
 TOPS = ('top1', 'top5')

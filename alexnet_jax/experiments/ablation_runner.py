@@ -69,7 +69,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import ablation_report
-from alexnet_jax.run import saved_config
+from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import chrono, command_line, errors
 from alexnet_jax.training import preflight, sharding
 
@@ -290,7 +290,7 @@ def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False,
                 f'left for {left} run{"s" * (left > 1)}, at the mean time of the whole runs so '
                 'far)' if durations else '')
     print(f'[{i}/{len(runs)}] {run.title}{estimate}: {shlex.join(run.argv)}', flush=True)
-    whole = not os.path.isdir(os.path.join(run.workdir, 'checkpoints'))  # Not a resume.
+    whole = not os.path.isdir(workdirs.Workdir(run.workdir).checkpoints)  # Not a resume.
     started = time.time()
     code = _run(run.argv)
     done += 1

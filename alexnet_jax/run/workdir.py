@@ -27,6 +27,7 @@ from alexnet_jax.run import checkpointing
 from alexnet_jax.runtime import errors
 
 CHECKPOINTS = 'checkpoints'
+RESULTS = 'results.json'
 
 
 class Workdir:
@@ -45,6 +46,10 @@ class Workdir:
   @property
   def checkpoints(self) -> str:
     return self.file(CHECKPOINTS)
+
+  @property
+  def results(self) -> str:
+    return self.file(RESULTS)
 
   @property
   def tensorboard(self) -> str:

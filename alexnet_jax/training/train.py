@@ -269,7 +269,7 @@ class Trainer:
                'epoch': step / self.steps_per_epoch, 'preempted': preempted,
                'exit_code': exit_code, 'final': self.history[-1] if self.history else {},
                'history': self.history, 'train_history': self.train_history}
-    self.workdir.write_json('results.json', results)
+    self.workdir.write_json(workdirs.RESULTS, results)
     return results
 
   def after_step(self, step: int) -> dict | None:
