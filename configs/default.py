@@ -40,6 +40,14 @@ def get_config():
   #   'caffe': std 0.01 (0.005 in fc6/fc7), biases 0.1. 'cuda-convnet': std 0.03 in conv3-5.
   #   'he' (not the paper's): std sqrt(2 / fan-in), biases 0; needs data.mean='torchvision'.
   model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  model.matmul_precision = 'default'  # How float32 convolutions and matmuls are computed:
+  #   'default': each backend's fast path (TF32 tensor cores on A100/H100; one bfloat16
+  #   pass on TPUs, where even the towers' exchanged maps become bfloat16), accumulating
+  #   in float32. 'high': three bfloat16 passes on TPUs. 'highest': float32 throughout, as
+  #   the paper's GPUs computed (§3.2), at several times the TPU's matmul time. The
+  #   default keeps what accelerators are fast at, which SGD's noise does not notice, and
+  #   every measured speed; 'highest' is for comparing numbers across backends. CPUs
+  #   compute float32 in float32 under every setting.
   model.pretrained = ''  # A fresh run starts from these weights: torchvision AlexNet's
   #   state dict (.pth from torch.save, .npz or .safetensors; layout 'torchvision' only),
   #   or 'torchvision': its published ImageNet weights, downloaded once into
@@ -88,6 +96,9 @@ def get_config():
   data.val_labels_file = ''  # ILSVRC-2012 validation ground truth: one wnid per line, line k
   #   for ILSVRC2012_val_<k>.JPEG; '': the copy shipped with tensorflow-datasets.
   data.prepare_processes = 0  # Processes converting images in `data.prepare`; 0: all cores.
+  data.allow_partial = False  # True: a source with fewer images or classes than published
+  #   (ILSVRC-2012's 1,281,167 / 50,000 in 1,000 classes) is a deliberate subset, prepared
+  #   with a note; False: preparing it stops and says what is missing.
 
   # --- Training (§5) ------------------------------------------------------------------------
   config.train = train = ml_collections.ConfigDict()

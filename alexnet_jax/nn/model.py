@@ -37,6 +37,7 @@ REMOVABLE = ('', 'conv3', 'conv4', 'conv5')
 TOWERS = (1, 2)  # Figure 2's two, or footnote 2's one.
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}  # §3.1's ReLU, and Figure 1's rival.
 DTYPES = ('float32', 'bfloat16')
+MATMUL_PRECISIONS = ('default', 'high', 'highest')  # jax.default_matmul_precision's names.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,37 +330,40 @@ class AlexNet(nn.Module):
     its nonlinearity (before LRN, pooling and dropout), as '<layer>_output'.
     """
     cfg = self.config
-    dtype = jnp.dtype(cfg.dtype)
-    activation = ACTIVATIONS[cfg.activation]
-    alpha = lrn.effective_alpha(cfg.lrn_alpha, cfg.lrn_size, cfg.lrn_alpha_convention)
-    convs, dense = layer_plan(cfg)
+    # Every convolution and matmul of the net, forward and backward (their transposes keep
+    # the precision they were traced with), on every backend: model.matmul_precision.
+    with jax.default_matmul_precision(cfg.matmul_precision):
+      dtype = jnp.dtype(cfg.dtype)
+      activation = ACTIVATIONS[cfg.activation]
+      alpha = lrn.effective_alpha(cfg.lrn_alpha, cfg.lrn_size, cfg.lrn_alpha_convention)
+      convs, dense = layer_plan(cfg)
 
-    x = images
-    for i, layer in enumerate(convs):
-      x = TowerConv(layer, cfg.towers, cfg.init, dtype, self.kernels, name=layer.name)(
-          x, input_split=i > 0)
-      x = activation(x)
-      self.sow('activations', f'{layer.name}_output', x)
-      if layer.lrn:  # §3.3, after the ReLU, inside each tower.
-        normalise = functools.partial(
-            _normalise_towers, maps_per_tower=layer.features // cfg.towers, size=cfg.lrn_size,
-            k=cfg.lrn_k, alpha=alpha, beta=cfg.lrn_beta)
-        x = _per_tower(normalise, (_MAPS,), _MAPS)(x)
-      if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
-        x = pool_maps(x, layer, cfg.pool_window, cfg.pool_stride, self.kernels)
-
-    # §4.2: dropout on the outputs of fc6 and fc7; the torchvision layout drops their inputs.
-    dropout_before = cfg.layout == 'torchvision'
-    for layer in dense:
-      if dropout_before and not layer.last:
-        x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
-      x = TowerDense(layer, cfg.init, dtype, name=layer.name)(x)
-      if not layer.last:
+      x = images
+      for i, layer in enumerate(convs):
+        x = TowerConv(layer, cfg.towers, cfg.init, dtype, self.kernels, name=layer.name)(
+            x, input_split=i > 0)
         x = activation(x)
-        self.sow('activations', f'{layer.name}_output', x)  # fc7's: §6.1's similarity.
-        if not dropout_before:
+        self.sow('activations', f'{layer.name}_output', x)
+        if layer.lrn:  # §3.3, after the ReLU, inside each tower.
+          normalise = functools.partial(
+              _normalise_towers, maps_per_tower=layer.features // cfg.towers, size=cfg.lrn_size,
+              k=cfg.lrn_k, alpha=alpha, beta=cfg.lrn_beta)
+          x = _per_tower(normalise, (_MAPS,), _MAPS)(x)
+        if layer.pool:  # §3.4: overlapping pooling, z=3 > s=2.
+          x = pool_maps(x, layer, cfg.pool_window, cfg.pool_stride, self.kernels)
+
+      # §4.2: dropout on the outputs of fc6 and fc7; the torchvision layout drops their inputs.
+      dropout_before = cfg.layout == 'torchvision'
+      for layer in dense:
+        if dropout_before and not layer.last:
           x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
-    return x.astype(jnp.float32)
+        x = TowerDense(layer, cfg.init, dtype, name=layer.name)(x)
+        if not layer.last:
+          x = activation(x)
+          self.sow('activations', f'{layer.name}_output', x)  # fc7's: §6.1's similarity.
+          if not dropout_before:
+            x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
+      return x.astype(jnp.float32)
 
 
 def create_model(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> AlexNet:

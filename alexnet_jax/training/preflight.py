@@ -28,6 +28,7 @@ _CHOICES = {
     'model.towers': model.TOWERS,
     'model.activation': tuple(model.ACTIVATIONS),
     'model.dtype': model.DTYPES,
+    'model.matmul_precision': model.MATMUL_PRECISIONS,
     'model.lrn_alpha_convention': lrn.ALPHA_CONVENTIONS,
     'data.source': sources.NAMES,
     'data.mean': statistics.MEANS,
