@@ -37,6 +37,10 @@ KINDS = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute', 'al
 PAPER_EXCHANGES = ('conv3', 'fc6', 'fc7', 'fc8', 'softmax')
 LAYER_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'conv6', 'fc6', 'fc7', 'fc8',
                'softmax')
+# XLA:GPU may concatenate the step's scalars (loss, metrics) into one reduction with the
+# gradients; up to this many values beyond the gradients' are those. An activation reduced
+# between replicas would add thousands.
+COMBINED_SCALARS = 16
 _BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 2, 'f32': 4,
           's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8}
 # The result type (a shape or a tuple of them, layouts included, which may hold
@@ -52,6 +56,9 @@ class Collective:
   bytes: int  # Bytes of the result on each device.
   axes: tuple[str, ...]  # Mesh axes along which its device groups extend.
   layers: tuple[str, ...]  # The net's layers named in its source ops' metadata.
+  # Without source ops (XLA:GPU combines small collectives into one that names none): the
+  # layers of the ops that produce its operands.
+  producers: tuple[str, ...] = ()
 
 
 def _result_shapes(text: str) -> tuple[str, ...]:
@@ -112,21 +119,49 @@ def _async_results(kind: str, shapes: tuple[str, ...]) -> tuple[str, ...]:
   return data[len(data) // 2:]
 
 
+def _layers(line: str) -> tuple[str, ...]:
+  """The net's layers named in an instruction's op_name metadata."""
+  op_names = ' '.join(re.findall(r'op_name="([^"]*)"', line))
+  return tuple(n for n in LAYER_NAMES if re.search(rf'(^|[/(:]){n}(/|$|\))', op_names))
+
+
+def _producer_layers(line: str, definitions: dict[str, str], depth: int = 8) -> tuple[str, ...]:
+  """The layers of the nearest ops with a source name that produce `line`'s operands,
+  through unnamed ones (bitcasts, tuples, concatenations) up to `depth` steps back."""
+  found, frontier, seen = set(), [line], set()
+  for _ in range(depth):
+    operands = [name for text in frontier
+                if (m := re.search(r'\s[a-z][\w-]*\(([^)]*)\)', text.split('=', 1)[-1]))
+                for name in re.findall(r'%([\w.-]+)', m.group(1)) if name not in seen]
+    seen.update(operands)
+    frontier = []
+    for name in operands:
+      producer = definitions.get(name, '')
+      if 'op_name="' in producer:
+        found.update(_layers(producer))
+      elif producer:
+        frontier.append(producer)
+  return tuple(n for n in LAYER_NAMES if n in found)
+
+
 def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
   """Every collective in compiled HLO text (asynchronous pairs counted once, at -start)."""
+  lines = hlo_text.splitlines()
+  definitions = {m.group(1): line for line in lines
+                 if (m := re.match(r'\s*(?:ROOT\s+)?%([\w.-]+)\s*=', line))}
   found = []
-  for line in hlo_text.splitlines():
+  for line in lines:
     m = _OP.search(line)
     if not m:
       continue
     shapes = _result_shapes(m.group(1))
     if m.group(3):
       shapes = _async_results(m.group(2), shapes)
-    op_names = ' '.join(re.findall(r'op_name="([^"]*)"', line))
-    layers = tuple(n for n in LAYER_NAMES if re.search(rf'(^|[/(:]){n}(/|$|\))', op_names))
+    layers = _layers(line)
     found.append(Collective(
         kind=m.group(2), shapes=shapes, bytes=sum(_shape_bytes(s) for s in shapes),
-        axes=_axes_spanned(_device_groups(line, mesh.devices.size), mesh), layers=layers))
+        axes=_axes_spanned(_device_groups(line, mesh.devices.size), mesh), layers=layers,
+        producers=() if layers else _producer_layers(line, definitions)))
   return found
 
 
@@ -135,20 +170,21 @@ def violations(collectives: list[Collective], gradient_elements: int = 0) -> lis
 
   `gradient_elements`: how many values a device's gradients hold (0 for a step without
   gradients). Reductions over 'data' must sum exactly those, once (XLA may split or fuse
-  the tensors), plus scalars (loss, metrics, error sums): any more is activation-shaped
-  data reduced between replicas.
+  the tensors), plus scalars (loss, metrics, error sums; up to COMBINED_SCALARS of them
+  fused with the gradients): any more is activation-shaped data reduced between replicas.
   """
   found = []
   for c in collectives:
-    where = f"{c.kind} {', '.join(c.shapes)} over {c.axes} from {c.layers or 'unnamed ops'}"
-    if 'tower' in c.axes and (not c.layers or set(c.layers) - set(PAPER_EXCHANGES)):
+    layers = c.layers or c.producers
+    where = f"{c.kind} {', '.join(c.shapes)} over {c.axes} from {layers or 'unnamed ops'}"
+    if 'tower' in c.axes and (not layers or set(layers) - set(PAPER_EXCHANGES)):
       found.append(f'{where}: crosses the towers outside conv3/fc6/fc7/fc8.')
     if 'data' in c.axes and c.kind != 'all-reduce':
       found.append(f'{where}: moves activations between data-parallel replicas '
                    '(only reductions of gradients, loss and metrics belong there).')
   reduced = sum(_elements(s) for c in collectives if 'data' in c.axes
                 and c.kind == 'all-reduce' for s in c.shapes if _elements(s) > 1)
-  if reduced != gradient_elements:
+  if not gradient_elements <= reduced <= gradient_elements + COMBINED_SCALARS:
     found.append(f'{reduced:,} values are summed over the data-parallel replicas but the '
                  f'gradients hold {gradient_elements:,}: activation-shaped data is reduced '
                  'there (only gradients, loss and metrics belong there).')
@@ -186,9 +222,11 @@ def report(collectives: list[Collective]) -> dict:
   return {'collectives': [dataclasses.asdict(c) for c in collectives], 'totals': totals}
 
 
-def audit_train_step(config) -> tuple[list[Collective], Mesh]:
-  """Compiles the training step of `config` on its mesh (abstract inputs) and audits it."""
-  mesh = sharding.make_mesh(config)
+def compile_train_step(config, devices=None) -> tuple[jax.stages.Compiled, Mesh]:
+  """The training step of `config` compiled from abstract inputs for its mesh over
+  `devices` (default: all devices; compile-only devices of hardware this machine lacks
+  work too), and the mesh."""
+  mesh = sharding.make_mesh(config, devices)
   sharding.check_batch(config.train.batch_size, mesh)
   net = model.create_model(config, mesh)
   step = train_step.make_train_step(config, net, mesh, schedules.make_schedule(config, 1, 1))
@@ -202,7 +240,12 @@ def audit_train_step(config) -> tuple[list[Collective], Mesh]:
   batch = {'image': jax.ShapeDtypeStruct(image_shape, image_dtype, sharding=batch_sh),
            'label': jax.ShapeDtypeStruct(image_shape[:1], jnp.int32, sharding=batch_sh)}
   with jax.set_mesh(mesh):
-    compiled = step.lower(state, batch, train_step.abstract_stats(config)).compile()
+    return step.lower(state, batch, train_step.abstract_stats(config)).compile(), mesh
+
+
+def audit_train_step(config, devices=None) -> tuple[list[Collective], Mesh]:
+  """Compiles the training step of `config` on its mesh (abstract inputs) and audits it."""
+  compiled, mesh = compile_train_step(config, devices)
   return parse_collectives(compiled.as_text(), mesh), mesh
 
 
