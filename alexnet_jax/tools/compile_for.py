@@ -41,6 +41,9 @@ from alexnet_jax.training import preflight
 # The --max_batch search's granularity: batches of whole multiples of this per replica.
 BATCH_STEP_PER_REPLICA = 32
 MAX_COMPILES = 12  # The search's limit; memory grows almost linearly, so it needs ~4.
+# libtpu outside a TPU VM: ask no cloud metadata server for the VM's TPU, and take no lock
+# on the local TPU chips (there are none; another JAX process that loaded libtpu holds it).
+TPU_COMPILE_ONLY_ENV = {'TPU_SKIP_MDS_QUERY': '1', 'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
 _EXTRA = {'cuda': ('jax_plugins.xla_cuda12', 'compile-gpu'), 'tpu': ('libtpu', 'compile-tpu')}
 
 
@@ -96,15 +99,17 @@ def attempt(config, devices: list, target: targets.Target, batch: int) -> Attemp
                  compiled, mesh)
 
 
-def _guess(lo: Attempt | None, hi: Attempt | None, budget: int, step: int) -> int:
-  """The next batch to try: where a line through the nearest measured batches reaches
-  `budget` (memory grows almost linearly with the batch), inside the bracket."""
-  measured = [a for a in (lo, hi) if a is not None and a.memory is not None]
-  if len(measured) == 2 and measured[1].memory['total'] > measured[0].memory['total']:
-    (b0, m0), (b1, m1) = ((a.batch, a.memory['total']) for a in measured)
+def _guess(tried: list[Attempt], lo: Attempt | None, hi: Attempt | None, budget: int,
+           step: int) -> int:
+  """The next batch to try: where a line through the two measured batches nearest the
+  budget reaches it (memory grows almost linearly with the batch), inside the bracket."""
+  sized = sorted((a for a in tried if a.memory), key=lambda a: abs(a.memory['total'] - budget))
+  pair = sorted(sized[:2], key=lambda a: a.batch)
+  if len(pair) == 2 and pair[1].memory['total'] > pair[0].memory['total']:
+    (b0, m0), (b1, m1) = ((a.batch, a.memory['total']) for a in pair)
     guess = b0 + (budget - m0) * (b1 - b0) / (m1 - m0)
-  elif measured:
-    guess = measured[0].batch * budget / measured[0].memory['total']
+  elif sized:
+    guess = sized[0].batch * budget / sized[0].memory['total']
   else:
     guess = hi.batch / 2
   guess = int(guess) // step * step
@@ -124,7 +129,7 @@ def largest_batch(config, devices: list, target: targets.Target, first: Attempt,
   lo, hi = (first, None) if first.fits else (None, first)
   tried = [first]
   while len(tried) < MAX_COMPILES and not (lo and hi and hi.batch - lo.batch <= step):
-    batch = _guess(lo, hi, target.usable_memory, step)
+    batch = _guess(tried, lo, hi, target.usable_memory, step)
     if batch < step:
       break  # Not even `step` images fit.
     result = attempt(config, devices, target, batch)
@@ -215,7 +220,8 @@ def format_report(r: dict) -> str:
 def does_not_fit(r: dict, best: Attempt | None, searched: bool) -> errors.UserError:
   """The one-paragraph error for a step that does not fit its target."""
   need = (f"needs {_gib(r['memory']['total'])} per device of the "
-          f"{_gib(r['memory']['device'])} usable") if r['memory'] else 'was refused by the compiler'
+          f"{_gib(r['memory']['device'])} usable") if r['memory'] else (
+              f"was refused by the compiler ({r['refusal'][:300]})")
   advice = ('Add --max_batch to find the largest batch that fits.' if not searched else
             f'The largest batch that fits is {best.batch:,} ({_gib(best.memory["total"])} '
             f'per device): set --config.train.batch_size={best.batch}.' if best else
@@ -231,7 +237,8 @@ def main(argv):
   del argv
   # Compile-only devices need no accelerator backend; don't let JAX look for one.
   jax.config.update('jax_platforms', 'cpu')
-  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')  # No cloud metadata server to ask.
+  for name, value in TPU_COMPILE_ONLY_ENV.items():
+    os.environ.setdefault(name, value)
   config = FLAGS.config
   preflight.check_config(config)
   target = targets.parse(FLAGS.target)
