@@ -1,7 +1,8 @@
 """Developer commands: look inside the net and time it (`python -m alexnet_jax.tools.X`).
 
 `summary` prints the layer table (docs/paper.md, "The net"), `hlo_audit` the collectives of the
-compiled training step, `bench` times the step against the PyTorch twins of
+compiled training step, `compile_for` compiles that step for GPU hosts and TPU slices
+described in `targets` (memory, largest batch, collectives), `bench` times the step against the PyTorch twins of
 `torch_reference`, `input_bench` times the input pipeline stage by stage,
 `hang_stress` runs many short training runs under load and counts those that hang, and
 `gpu_check` runs the tests, the demo, `bench` and `hlo_audit` on a GPU in one call
