@@ -1,9 +1,11 @@
 """Tests for alexnet_jax/data/decode.py: odd formats become RGB, broken files raise, §2 resize."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 import pytest
 
 from alexnet_jax.data import decode
@@ -111,3 +113,71 @@ def test_decode_errors_name_no_python_objects():
   with pytest.raises(decode.DecodeError) as e:
     decode.decode_image(b'not an image at all')
   assert 'cannot identify image file' in str(e.value) and 'BytesIO' not in str(e.value)
+
+
+def _with_orientation(image: np.ndarray, fmt: str, orientation: int) -> bytes:
+  pil = Image.fromarray(image)
+  exif = pil.getexif()
+  exif[0x0112] = orientation  # EXIF Orientation.
+  buf = io.BytesIO()
+  pil.save(buf, fmt, exif=exif.tobytes(), quality=95)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_shows_the_photo_upright(fmt, orientation):
+  """A camera's sideways or mirrored photo is seen as any viewer shows it (Pillow's
+  exif_transpose is the reference), by both decoders and in the BGR order too."""
+  blocks = np.random.default_rng(orientation).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+  image = np.kron(blocks, np.ones((10, 10, 1), np.uint8))  # 40 x 60, JPEG keeps blocks.
+  data = _with_orientation(image, fmt, orientation)
+  expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert('RGB'))
+  got = decode.decode_image(data)
+  assert got.shape == expected.shape == ((60, 40, 3) if orientation >= 5 else (40, 60, 3))
+  assert np.abs(got.astype(int) - expected).mean() < 1
+  np.testing.assert_array_equal(decode.decode_image(data, channels='BGR'), got[..., ::-1])
+  assert decode.decode_to_square(data, 20).shape == (20, 20, 3)
+
+
+def _saved(array: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(array, mode).save(buf, fmt)
+  return buf.getvalue()
+
+
+RAMP_16 = np.tile(np.array([0, 257 * 64, 257 * 128, 65535], np.uint16), (4, 1))
+
+
+@pytest.mark.parametrize('data,mode', [
+    (_saved(RAMP_16, 'PNG'), 'I;16'),  # 16-bit greyscale PNG (was stored solid white).
+    (_saved(RAMP_16, 'TIFF'), 'I;16'),
+    (_saved(RAMP_16.astype(np.int32), 'TIFF'), 'I'),  # 32-bit integers holding 16 bits.
+    (_saved(RAMP_16.astype(np.float32) / 65535, 'TIFF'), 'F'),  # Floats on [0, 1].
+])
+def test_high_bit_depth_greyscale_is_scaled_to_8_bits_not_clipped(data, mode):
+  assert Image.open(io.BytesIO(data)).mode == mode
+  image = decode.decode_image(data)
+  np.testing.assert_array_equal(image[0, :, 0], [0, 64, 128, 255])
+  np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def _png_rgb48(image16: np.ndarray) -> bytes:
+  """A 16-bit-per-channel RGB PNG (Pillow cannot write one), chunk by chunk."""
+  h, w, _ = image16.shape
+
+  def chunk(kind: bytes, body: bytes) -> bytes:
+    return (struct.pack('>I', len(body)) + kind + body
+            + struct.pack('>I', zlib.crc32(kind + body)))
+
+  rows = b''.join(b'\x00' + row.astype('>u2').tobytes() for row in image16)
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0))
+          + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
+
+
+def test_alpha_and_16_bit_colour_keep_their_colours():
+  image = _smooth(12, 16)
+  rgba = np.concatenate([image, np.full((12, 16, 1), 128, np.uint8)], -1)
+  np.testing.assert_array_equal(decode.decode_image(_saved(rgba, 'PNG')), image)
+  np.testing.assert_array_equal(
+      decode.decode_image(_png_rgb48(image.astype(np.uint16) * 257)), image)

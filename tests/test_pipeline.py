@@ -200,7 +200,7 @@ def test_prepare_command(tmp_path):
           '--config.data.image_size=24', '--config.data.synthetic_train_size=20',
           '--config.data.synthetic_eval_size=10', '--config.data.worker_count=0']
   out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-  assert 'train: 20 examples' in out and 'validation: 10 examples' in out
+  assert 'train: 20 images in 10 classes' in out and 'validation: 10 images' in out
   config = make_config(tmp_path, image_size=24, synthetic_train_size=20,
                        synthetic_eval_size=10)
   assert statistics.stats_path(config) in out

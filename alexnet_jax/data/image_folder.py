@@ -30,9 +30,10 @@ def _class_dirs(root: str, train_split: str) -> dict[str, list[str]]:
   """{split: its class folders}, after checking that the training split is there."""
   splits = [s for s in _visible_entries(root) if os.path.isdir(os.path.join(root, s))]
   if train_split not in splits:
-    raise ValueError(f'{root} has no training split folder {train_split!r} '
-                     f'(data.train_split); it has {splits}. Expected '
-                     'root/<split>/<class>/<image files>.')
+    raise datasets.LayoutError(
+        f'{root} has no training split folder {train_split!r} (data.train_split); it has '
+        f'{splits}. Expected root/<split>/<class>/<image files>: set '
+        '--config.data.train_split to one of them, or move the images there.')
   class_dirs = {}
   for split in splits:
     split_dir = os.path.join(root, split)
@@ -69,10 +70,10 @@ class ImageFolder(datasets.StagedSource):
     if not folder or not os.path.isdir(os.path.expanduser(folder)):
       return (f'The image folder data.folder={folder!r} does not exist. Set '
               '--config.data.folder to a folder holding <split>/<class>/<image files> '
-              f'(e.g. train/ and val/), then run: {datasets.PREPARE_COMMAND}.')
+              f'(e.g. train/ and val/), then run: {datasets.prepare_command()}.')
     return (f'The image folder data.folder={folder!r} is not prepared ({self.where()}). '
             f'It must hold <split>/<class>/<image files>; then run: '
-            f'{datasets.PREPARE_COMMAND}.')
+            f'{datasets.prepare_command()}.')
 
   def fingerprint(self) -> dict | None:
     """The file count and bytes of each class folder."""
@@ -94,21 +95,29 @@ class ImageFolder(datasets.StagedSource):
     class_dirs = _class_dirs(root, train_split)
     classes = tuple(class_dirs[train_split])
     if not classes:
-      raise ValueError(f'{os.path.join(root, train_split)} has no class folders.')
+      raise datasets.LayoutError(
+          f'{os.path.join(root, train_split)} has no class folders: put the training '
+          'images in one folder per class, <split>/<class>/<image files>.')
     units = []
     for split, names in class_dirs.items():
       unknown = sorted(set(names) - set(classes))
       if unknown:
-        raise ValueError(f'Unknown class folder(s) {unknown} in {os.path.join(root, split)}'
-                         f': not among the classes of the training split {train_split!r}.')
+        raise datasets.LayoutError(
+            f'Unknown class folder(s) {unknown} in {os.path.join(root, split)}: not among '
+            f'the classes of the training split {train_split!r}. Remove them, or add them '
+            'to the training split too (the classes are its folders).')
       for class_name in names:
         folder = os.path.join(root, split, class_name)
-        files = tuple(f for f in _visible_entries(folder)
-                      if os.path.isfile(os.path.join(folder, f)))
+        files = {e.name: e.stat().st_size for e in os.scandir(folder)
+                 if e.is_file() and not e.name.startswith('.')}
         if not files:
-          raise ValueError(f'Empty class folder {folder}: remove it, or add images.')
+          raise datasets.LayoutError(
+              f'Empty class folder {folder}: every class folder needs images. Remove it '
+              '(from every split), or add its images; then run the prepare command again.')
         units.append(datasets.Unit(split, datasets.slug(class_name),
-                                   functools.partial(_read_class_folder, folder, files)))
+                                   functools.partial(_read_class_folder, folder,
+                                                     tuple(sorted(files))),
+                                   sum(files.values())))
     return datasets.Plan(f'Image folder {os.path.abspath(root)}.', classes, tuple(units))
 
 
@@ -123,7 +132,7 @@ class Synthetic(ImageFolder):
 
   def missing_message(self) -> str:
     return (f'The synthetic dataset is not generated ({self.where()}). Run: '
-            f'{datasets.PREPARE_COMMAND}.')
+            f'{datasets.prepare_command()}.')
 
   def fingerprint(self) -> dict | None:
     """None: generated from the config alone, it cannot change under its dataset."""

@@ -1,20 +1,21 @@
-"""Preparing a config's data, once: the dataset, then its mean image and PCA. A command too.
+"""Prepares a config's images once, before training: run it with the config you train with.
 
   python -m alexnet_jax.data.prepare --config=configs/ilsvrc2012.py \
       [--config.data.manual_dir=/path/to/tars] [--config.data.data_dir=...]
 
-`prepare` builds the dataset the config reads (sources.prepare: resumable, logs progress
-and an ETA; run it again after an interruption and it continues), then makes one pass
-over the training split for the §2 mean image and the §4.1 RGB PCA
-(statistics.compute_stats), cached beside the data. Both steps are no-ops once done.
-Pass the same `--config.data.*` overrides as for training.
-
-`ready` is the start-up step of a run: the 'synthetic' source is prepared on the spot
-(seconds); any other must have been prepared by the command, or it raises
-`sources.DataMissingError` saying what to run. After it, the pipelines (pipeline.py) only
-read.
+It reads your images (the ILSVRC-2012 tars, an image folder, a TFDS dataset), stores
+each at data.image_size (shorter side rescaled, central square, §2) as JPEG in
+data.data_dir, then makes one pass over the training images for their mean image (§2)
+and colour PCA (§4.1), kept beside them. Give it the same --config.data.* overrides as
+training. Stopped (Ctrl-C, a kill, a crash), it goes on where it was when run again; run
+again when done, it does nothing. Files it cannot decode are skipped and listed; a source
+short of its published counts stops it (--config.data.allow_partial=True accepts a
+deliberate subset). It prints a few lines of progress and a summary per split; the
+details go to a log file in data.data_dir/logs.
 """
 
+import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -24,28 +25,67 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from alexnet_jax.data import sources, statistics
+from alexnet_jax.data import datasets, sources, statistics
 from alexnet_jax.runtime import command_line
 
 
-def prepare(config) -> tuple[str, str]:
-  """Prepares the dataset and its statistics (idempotent); returns both paths."""
-  directory = sources.prepare(config)
-  stats = statistics.stats_path(config)
-  if os.path.exists(stats):
-    logging.info('Statistics already cached: %s', stats)
-  else:
-    stats = statistics.compute_stats(config)
+@contextlib.contextmanager
+def _one_at_a_time(config, say: datasets.Say):
+  """Holds data_dir's prepare lock, waiting for another prepare that holds it. A
+  data_dir that cannot be written is only read: no lock needed."""
+  directory = datasets.data_dir(config)
+  path = os.path.join(directory, '.prepare.lock')
+  try:
+    os.makedirs(directory, exist_ok=True)
+    lock = open(path, 'a+')
+  except OSError:
+    yield
+    return
+  with lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      say(f'Another prepare (process {lock.read().strip() or "?"}) is preparing data in '
+          f'{directory}; waiting for it to finish (it holds {path})...')
+      fcntl.flock(lock, fcntl.LOCK_EX)  # Released when it ends, even if killed.
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    yield
+
+
+def prepare(config, say: datasets.Say = logging.info) -> tuple[str, str]:
+  """Prepares the dataset and its statistics (idempotent; one process per data_dir at a
+  time); returns both paths. `say` prints the few console lines."""
+  with _one_at_a_time(config, say):
+    directory = sources.prepare(config, say)
+    stats = statistics.stats_path(config)
+    if os.path.exists(stats):
+      logging.info('Statistics already cached: %s', stats)
+    else:
+      say('Computing the mean image and colour PCA over the training images (one pass)...')
+      stats = statistics.compute_stats(config)
   return directory, stats
 
 
 def ready(config) -> statistics.DataStats:
-  """Start-up: makes sure the data `config` reads exists; returns its statistics."""
+  """A run's start-up: makes sure the data `config` reads exists; returns its statistics.
+
+  The 'synthetic' source is prepared here (seconds); any other must have been prepared
+  by the command, or this raises `sources.DataMissingError` saying what to run. After it,
+  the pipelines only read.
+  """
   if sources.get(config).generated_on_first_use:
     prepare(config)
   sources.dataset_info(config)  # Missing data: say so before the statistics.
   sources.check_source_unchanged(config)
   return statistics.load_stats(config)
+
+
+def _say(line: str) -> None:
+  print(line, flush=True)
 
 
 def main(argv):
@@ -54,29 +94,24 @@ def main(argv):
   config = flags.FLAGS.config
   if config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/ilsvrc2012.py')
+  with contextlib.suppress(OSError):  # An unwritable data_dir: the log stays on stderr.
+    _say(f'Log: {command_line.log_to_file(os.path.join(datasets.data_dir(config), "logs"))}')
   # Ctrl-C, and a scheduler's SIGTERM, stop the conversion at once, resumable; set
   # explicitly, as a shell starting a command in the background makes it ignore SIGINT.
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, signal.default_int_handler)
   try:
-    directory, stats = prepare(config)
+    directory, stats = prepare(config, _say)
   except KeyboardInterrupt:
     print('Interrupted: the units converted so far are kept; rerun the same command to '
           'convert the rest.', file=sys.stderr, flush=True)
     sys.exit(128 + signal.SIGINT)
-  info = sources.dataset_info(config)
-  for split, split_info in info.splits.items():
-    skipped = info.metadata.get('skipped_files', {}).get(split, [])
-    sides = info.metadata.get('source_shorter_side', {}).get(split)
-    print(f'{split}: {split_info.num_examples} examples'
-          + (f", source images' shorter side {sides['min']}..{sides['max']} px (median "
-             f"{sides['median']}), stored at {config.data.image_size}x"
-             f'{config.data.image_size}' if sides else '')
-          + (f', {len(skipped)} undecodable files skipped: {skipped[:10]}' if skipped
-             else ''))
-  print(f'Dataset: {directory}\nMean image and PCA: {stats}')
+  for line in datasets.split_summaries(sources.dataset_info(config), config.data.image_size):
+    _say(line)
+  _say(f'Dataset: {directory}\nMean image and PCA: {stats}')
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
+  config_flags.DEFINE_config_file('config', None, 'Your config file (the one you train '
+                                  'with), e.g. configs/ilsvrc2012.py.', lock_config=True)
   command_line.run(main)

@@ -12,6 +12,7 @@ the functions below ask the config's source, for the modules that read a config'
 (pipeline, statistics, prepare) and for the commands.
 """
 
+from absl import logging
 import tensorflow_datasets as tfds
 
 from alexnet_jax.data import datasets, ilsvrc2012, image_folder, tfds_catalog
@@ -61,6 +62,7 @@ def check_source_unchanged(config) -> None:
   get(config).check_unchanged()
 
 
-def prepare(config) -> str:
-  """Builds the dataset `config` reads (resumable; no-op when done); returns its dir."""
-  return get(config).prepare()
+def prepare(config, say: datasets.Say = logging.info) -> str:
+  """Builds the dataset `config` reads (resumable; no-op when done); returns its dir.
+  `say` prints its few console lines (progress, and what it found)."""
+  return get(config).prepare(say)

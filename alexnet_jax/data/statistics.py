@@ -25,7 +25,7 @@ from absl import logging
 import grain
 import numpy as np
 
-from alexnet_jax.data import decode, sources, workers
+from alexnet_jax.data import datasets, decode, sources, workers
 
 # Per-channel ImageNet means, RGB on 0..255 (0.485, 0.456, 0.406 x 255; docs/paper.md, "Data
 # and augmentation").
@@ -88,8 +88,7 @@ def _cached(config) -> dict[str, np.ndarray]:
     raise sources.DataMissingError(
         f'No cached training-set statistics at {path} (needed by data.mean='
         f'{config.data.mean!r}, data.pca_stats={config.data.pca_stats!r}). Run: '
-        'python -m alexnet_jax.data.prepare --config=<your config file> [the same '
-        "--config.data.* overrides], or set data.mean='imagenet' and "
+        f"{datasets.prepare_command()}, or set data.mean='imagenet' and "
         "data.pca_stats='imagenet' to use the published constants.")
   with np.load(path) as f:
     return dict(f)

@@ -37,8 +37,8 @@ FILE = 'config.json'
 # train.num_epochs / num_steps extends the run (the 'cosine' schedule then stretches).
 RESUMABLE = ('host_devices', 'mesh.', 'train.num_steps', 'train.num_epochs',
              'train.log_every_steps', 'train.watchdog_factor', 'train.watchdog_min_seconds',
-             'checkpoint.', 'eval.', 'data.worker_count',
-             'data.worker_buffer_size', 'data.prepare_processes', 'data.data_dir',
+             'checkpoint.', 'eval.', 'data.worker_count', 'data.worker_buffer_size',
+             'data.prepare_processes', 'data.allow_partial', 'data.data_dir',
              'data.manual_dir', 'model.pretrained', 'model.pretrained_layers')
 
 
