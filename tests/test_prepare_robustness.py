@@ -5,9 +5,10 @@ The data is made here: tiny ILSVRC-style tars (per-class tars of JPEGs inside a 
 a flat val tar and its ground truth) and image folders of generated images.
 """
 
+import contextlib
 import fcntl
+import glob
 import io
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 
 import numpy as np
 from PIL import Image
+import psutil
 import pytest
 
 from alexnet_jax.configs import default
@@ -302,3 +304,53 @@ def test_the_command_says_one_paragraph_for_a_layout_or_a_damaged_tar(tmp_path):
     said = proc.stderr[proc.stderr.index('Error: '):].splitlines()  # After TF's own lines.
     assert said[0].startswith(expected) and said[1].startswith('(The traceback is in '), said
     assert len(said) == 2 and 'Traceback' not in proc.stdout + proc.stderr
+
+
+def _session(sid: int) -> list:
+  found = []
+  for p in psutil.process_iter():
+    with contextlib.suppress(psutil.Error, ProcessLookupError):
+      if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+        found.append(p)
+  return found
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_kill_9_at_any_point_leaves_no_process_and_no_file(tmp_path):
+  """Killed while its workers start, while converting, while computing the statistics:
+  each time no process is left (workers still importing end once started); the rerun
+  prepares it whole and leaves no staging, temporary or incomplete folder."""
+  root = tmp_path / 'images'
+  noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+  for c in range(8):
+    for i in range(6):
+      _save(root / 'train' / f'c{c}' / f'{i}.jpg', noise, 'JPEG', quality=95)
+  os.makedirs(tmp_path / 'tmp')
+  args = [sys.executable, '-m', 'alexnet_jax.data.prepare', '--config=configs/default.py',
+          '--config.data.source=folder', f'--config.data.folder={root}',
+          f'--config.data.data_dir={tmp_path / "data"}', '--config.data.prepare_processes=2',
+          '--config.data.worker_count=2', '--config.data.image_size=64']
+  env = {**os.environ, 'TMPDIR': str(tmp_path / 'tmp')}
+  for point in ('Converting ', '  ', 'Computing the mean image'):
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    for line in proc.stdout:
+      if line.startswith(point):
+        break
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 60
+    while _session(proc.pid) and time.time() < deadline:
+      time.sleep(0.5)
+    assert _session(proc.pid) == [], (point, _session(proc.pid))
+  done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert 'train: 48 images in 8 classes (6 to 6 a class)' in done.stdout
+  config = _folder_config(tmp_path, root)
+  config.data.image_size = 64
+  source = sources.get(config)
+  assert not os.path.exists(source.staging_dir())
+  assert not glob.glob(os.path.join(os.path.dirname(source.dataset_dir()), 'incomplete.*'))
+  assert os.listdir(tmp_path / 'tmp') == []

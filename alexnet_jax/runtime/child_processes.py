@@ -3,10 +3,14 @@
 A `kill -9` of a command, or a crash, would otherwise leave its worker processes running
 (converting for hours, holding hundreds of MB each). Called first thing in each worker,
 `die_with_parent` asks Linux to kill the worker when the process that started it dies,
-and leaves Ctrl-C to that process, which stops its workers itself.
+and leaves Ctrl-C to that process, which stops its workers itself. A worker whose parent
+died while it was still starting (importing, before this call) exits here: Linux would
+not signal it, as its parent is gone already.
 """
 
 import ctypes
+import multiprocessing
+import os
 import signal
 import sys
 
@@ -18,3 +22,6 @@ def die_with_parent() -> None:
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   if sys.platform.startswith('linux'):
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  parent = multiprocessing.parent_process()
+  if parent is not None and os.getppid() != parent.pid:  # Orphaned while starting.
+    os.kill(os.getpid(), signal.SIGKILL)
