@@ -1,4 +1,4 @@
-"""Prepares a config's images once, before training: run it with the config you train with.
+r"""Prepares a config's images once, before training: run it with the config you train with.
 
   python -m alexnet_jax.data.prepare --config=configs/ilsvrc2012.py \
       [--config.data.manual_dir=/path/to/tars] [--config.data.data_dir=...]
