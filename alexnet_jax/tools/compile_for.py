@@ -40,7 +40,7 @@ from alexnet_jax.training import preflight
 
 # The --max_batch search's granularity: batches of whole multiples of this per replica.
 BATCH_STEP_PER_REPLICA = 32
-MAX_COMPILES = 12  # The search's limit; memory grows almost linearly, so it needs ~4.
+MAX_COMPILES = 16  # The search's limit; memory grows almost linearly, so it needs ~5.
 # libtpu outside a TPU VM: ask no cloud metadata server for the VM's TPU, and take no lock
 # on the local TPU chips (there are none; another JAX process that loaded libtpu holds it).
 TPU_COMPILE_ONLY_ENV = {'TPU_SKIP_MDS_QUERY': '1', 'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
@@ -117,9 +117,12 @@ def _guess(tried: list[Attempt], lo: Attempt | None, hi: Attempt | None, budget:
     guess = max(guess, lo.batch + step)
   if hi is not None:
     guess = min(guess, hi.batch - step)
-    if hi.memory is None:  # The compiler refused without a size to aim by: bisect.
+    # Bisect where the line cannot aim (the compiler refused without a size) or where it
+    # kept one end of the bracket twice (memory jumps where XLA changes algorithms).
+    stuck = len(tried) >= 3 and lo is not None and tried[-1].fits == tried[-2].fits
+    if hi.memory is None or stuck:
       low = lo.batch if lo else 0
-      guess = min(guess, low + (hi.batch - low) // step // 2 * step)
+      guess = min(guess, low + max(1, (hi.batch - low) // step // 2) * step)
   return guess
 
 
