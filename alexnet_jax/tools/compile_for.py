@@ -101,15 +101,18 @@ def attempt(config, devices: list, target: targets.Target, batch: int) -> Attemp
 
 def _guess(tried: list[Attempt], lo: Attempt | None, hi: Attempt | None, budget: int,
            step: int) -> int:
-  """The next batch to try: where a line through the two measured batches nearest the
-  budget reaches it (memory grows almost linearly with the batch), inside the bracket."""
-  sized = sorted((a for a in tried if a.memory), key=lambda a: abs(a.memory['total'] - budget))
-  pair = sorted(sized[:2], key=lambda a: a.batch)
+  """The next batch to try: where a line through the bracket's ends (or, with nothing
+  too large yet, the two largest batches that fit) reaches `budget` (memory grows almost
+  linearly with the batch), inside the bracket."""
+  if hi is not None and hi.memory is not None:
+    pair = [a for a in (lo, hi) if a is not None]
+  else:
+    pair = sorted((a for a in tried if a.fits), key=lambda a: a.batch)[-2:]
   if len(pair) == 2 and pair[1].memory['total'] > pair[0].memory['total']:
     (b0, m0), (b1, m1) = ((a.batch, a.memory['total']) for a in pair)
     guess = b0 + (budget - m0) * (b1 - b0) / (m1 - m0)
-  elif sized:
-    guess = sized[0].batch * budget / sized[0].memory['total']
+  elif pair:
+    guess = pair[-1].batch * budget / pair[-1].memory['total']
   else:
     guess = hi.batch / 2
   guess = int(guess) // step * step
@@ -255,7 +258,11 @@ def main(argv):
     best, tried = largest_batch(config, devices, target, first, BATCH_STEP_PER_REPLICA * data)
     r['max_batch'] = {'batch': best and best.batch, 'memory': best and best.memory,
                       'tried': [(a.batch, a.fits) for a in tried]}
-    print(f"Largest batch that fits: {f'{best.batch:,}' if best else 'none'} "
+    closed = best is None or any(not a.fits and a.batch - best.batch <=
+                                 BATCH_STEP_PER_REPLICA * data for a in tried)
+    r['max_batch']['converged'] = closed
+    print(f"Largest batch that fits: {'' if closed else 'at least '}"
+          f"{f'{best.batch:,}' if best else 'none'} "
           f"({len(tried)} compiles: {', '.join(str(a.batch) for a in tried)}).")
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
