@@ -42,6 +42,11 @@ RESUMABLE = ('host_devices', 'mesh.', 'train.num_steps', 'train.num_epochs',
              'data.manual_dir', 'model.pretrained', 'model.pretrained_layers')
 
 
+# Fields added after runs had been saved without them, each with the value that computes
+# what those runs computed: a saved config that lacks one is read as having that value.
+ADDED_FIELDS = {'model.matmul_precision': 'default', 'data.allow_partial': False}
+
+
 class ConfigChangedError(errors.UserError, ValueError):
   """A rerun's config differs from the workdir's in fields that change the experiment."""
 
@@ -127,8 +132,9 @@ class _Unset:
 
 
 def differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
-  """(field, old value, new value) for every field that differs, sorted by field."""
-  old, new = _flat(old), _flat(new)
+  """(field, old value, new value) for every field that differs, sorted by field; a field
+  of ADDED_FIELDS missing on one side counts as its value there."""
+  old, new = {**ADDED_FIELDS, **_flat(old)}, {**ADDED_FIELDS, **_flat(new)}
   missing = _Unset()
   return [(name, old.get(name, missing), new.get(name, missing))
           for name in sorted(old.keys() | new.keys())
