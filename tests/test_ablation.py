@@ -1,5 +1,9 @@
 """The ablation study: the report's changes, noise band and verdicts on hand-made runs, its
-chart, the runner's commands, skipping and checks, and one tiny real study end to end."""
+chart, the runner's commands, skipping and checks, and one tiny real study end to end.
+
+Covers experiments/ablation_report.py, experiments/ablation_runner.py and
+experiments/bar_chart.py (the chart), on the variants of configs/ilsvrc2012.py.
+"""
 
 import json
 import os
@@ -206,6 +210,7 @@ def dry_run(runs, out, capsys):
   return capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.multiprocess
 def test_dry_run_lists_each_command_in_order(tmp_path):
   out = tmp_path / 'study'
   proc = subprocess.run(
@@ -296,6 +301,8 @@ def test_a_study_at_another_scale_needs_another_out(tmp_path):
     planned(out, variants=(), seeds=1, knobs={**KNOBS, 'image_size': 96})
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_tiny_study_end_to_end_then_all_skipped(tmp_path):
   out = tmp_path / 'study'
   command = [sys.executable, '-m', 'alexnet_jax.experiments.ablation_runner', f'--out={out}',

@@ -152,6 +152,7 @@ _KILLED_CHILD = textwrap.dedent('''
     ''')
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize('mode', ['after_save_returns', 'before_rename'])
 def test_a_kill_mid_save_keeps_the_last_finished_checkpoint(tmp_path, mode):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
@@ -360,6 +361,7 @@ _FULL_DISK_CHILD = textwrap.dedent('''
     ''')
 
 
+@pytest.mark.multiprocess
 def test_a_failed_background_save_is_reported_by_check_and_close(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
   child = subprocess.run([sys.executable, '-c', _FULL_DISK_CHILD, str(tmp_path)],

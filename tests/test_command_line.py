@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from alexnet_jax.runtime import command_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +27,7 @@ def test_config_paths_resolve_to_the_project_unless_they_exist_here(tmp_path, mo
           '--config=' + os.path.join(REPO, 'configs', 'default.py') + ':x', '-v']
 
 
+@pytest.mark.multiprocess
 def test_a_command_runs_from_another_directory(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO)
   done = subprocess.run(

@@ -1,4 +1,9 @@
-"""Figure 3: the picture of the conv1 kernels, its place in TensorBoard, the colour measure."""
+"""Figure 3: the picture of the conv1 kernels, its place in TensorBoard, the colour measure.
+
+Covers experiments/conv1_kernels.py (the command, the colour measure) and
+weights/kernel_picture.py (the picture), and the kernels a training run writes to
+TensorBoard (training/train.py).
+"""
 
 import io
 import json
@@ -14,8 +19,6 @@ from alexnet_jax.experiments import conv1_kernels
 from alexnet_jax.training import train
 from alexnet_jax.weights import kernel_picture
 import torch_zip
-from test_metric_writer import read_events
-from test_train import data_dir, tiny_config  # pylint: disable=unused-import  (a fixture)
 
 
 def _side(cells: int, cell: int) -> int:
@@ -66,14 +69,15 @@ def test_wrong_input_says_what_to_give(shape, towers, message):
 
 
 @pytest.fixture(scope='module')
-def trained_run(data_dir, tmp_path_factory):
+def trained_run(data_dir, tmp_path_factory, tiny_config):
   """A tiny two-tower run, evaluated after each of its 2 steps."""
   workdir = str(tmp_path_factory.mktemp('run'))
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=1), workdir)
   return workdir
 
 
-def test_each_evaluation_puts_the_kernels_in_tensorboard(trained_run):
+@pytest.mark.slow
+def test_each_evaluation_puts_the_kernels_in_tensorboard(trained_run, read_events):
   images = [(event.step, value.image)
             for event in read_events(os.path.join(trained_run, 'tensorboard'))
             for value in event.summary.value if value.tag == 'conv1/kernels']
@@ -109,6 +113,8 @@ def test_the_towers_are_measured_apart(tmp_path):
   np.testing.assert_array_equal(picture, kernel_picture.kernel_grid(kernels, 2))
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_command_draws_a_runs_checkpoint(trained_run, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.experiments.conv1_kernels',

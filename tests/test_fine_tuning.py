@@ -1,4 +1,10 @@
-"""Fine-tuning from a partial torchvision file with frozen layers, and predicting with it."""
+"""Fine-tuning from a partial torchvision file with frozen layers, and predicting with it.
+
+Cross-cutting: weights/pretrained.py (the partial file) through training/train.py (frozen
+layers: optimizer.lr_multipliers; a resume reads its checkpoint, not the file),
+training/evaluate_saved.py (an incomplete pretrained net is refused), and predict.py
+(the function and the command) on the fine-tuned run.
+"""
 
 import contextlib
 import io
@@ -16,18 +22,18 @@ from alexnet_jax import predict
 from alexnet_jax.data import synthetic
 from alexnet_jax.training import evaluate_saved, train
 from alexnet_jax.weights import pretrained
-from test_pretrained import _conv_arrays
-from test_train import REPO, final_params, tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
+def weights(tmp_path_factory, conv_arrays):
   path = str(tmp_path_factory.mktemp('weights') / 'features.pth')
-  torch_zip.write(path, _conv_arrays())
+  torch_zip.write(path, conv_arrays())
   return path
 
 
-def fine_tuning_config(data_dir, weights):
+def fine_tuning_config(tiny_config, data_dir, weights):
   """The demo's data, torchvision's net from the conv weights; conv1-conv4 frozen."""
   config = tiny_config(data_dir, num_steps=4, eval_every_steps=4)
   config.model.layout, config.model.towers, config.mesh.tower = 'torchvision', 1, 1
@@ -39,25 +45,27 @@ def fine_tuning_config(data_dir, weights):
 
 
 @pytest.fixture(scope='module')
-def fine_tuned(tmp_path_factory, weights):
+def fine_tuned(tmp_path_factory, weights, tiny_config):
   """(config, workdir, console output) of 4 fine-tuning steps."""
   data_dir = str(tmp_path_factory.mktemp('data'))
   workdir = str(tmp_path_factory.mktemp('run'))
-  config = fine_tuning_config(data_dir, weights)
+  config = fine_tuning_config(tiny_config, data_dir, weights)
   console = io.StringIO()
   with contextlib.redirect_stdout(console):
     train.train_and_evaluate(config, workdir)
   return config, workdir, console.getvalue()
 
 
-def test_frozen_layers_keep_the_files_weights(fine_tuned, weights, capsys):
+@pytest.mark.slow
+def test_frozen_layers_keep_the_files_weights(
+    fine_tuned, weights, capsys, final_params, conv_arrays):
   config, workdir, console = fine_tuned
   assert (f'Pretrained weights from {weights}: loaded conv1, conv2, conv3, conv4, conv5 '
           '(2,469,696 parameters). Initialised fresh: fc6 (not in the file); fc7 (not in the '
           'file); fc8 (not in the file).') in console
   step, params = final_params(workdir, config)
   assert step == 4
-  arrays = _conv_arrays()
+  arrays = conv_arrays()
   for layer, prefix in [('conv1', 'features.0'), ('conv4', 'features.8')]:
     np.testing.assert_array_equal(params[layer]['kernel'],
                                   arrays[f'{prefix}.weight'].transpose(2, 3, 1, 0))
@@ -75,8 +83,8 @@ def test_frozen_layers_keep_the_files_weights(fine_tuned, weights, capsys):
   assert 'Pretrained weights' not in out and 'Resumed from step 4' in out
 
 
-def test_evaluating_an_incomplete_pretrained_net_is_refused(tmp_path, weights):
-  config = fine_tuning_config(str(tmp_path / 'data'), weights)
+def test_evaluating_an_incomplete_pretrained_net_is_refused(tmp_path, weights, tiny_config):
+  config = fine_tuning_config(tiny_config, str(tmp_path / 'data'), weights)
   config.eval.only = True
   with pytest.raises(pretrained.PretrainedError, match='lacks fc6, fc7, fc8.*Fine-tune'):
     evaluate_saved.evaluate_saved(config, str(tmp_path / 'run'))
@@ -92,6 +100,7 @@ def _image_files(tmp_path):
   return good, broken
 
 
+@pytest.mark.slow
 def test_predict_gives_the_top_five_with_names(fine_tuned, tmp_path):
   config, workdir, _ = fine_tuned
   good, broken = _image_files(tmp_path)
@@ -108,6 +117,8 @@ def test_predict_gives_the_top_five_with_names(fine_tuned, tmp_path):
     assert len(skipped) == 1 and skipped[0].startswith(f'{broken}: ')
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_predict_command_on_a_folder_with_json(fine_tuned, tmp_path):
   _, workdir, _ = fine_tuned
   good, broken = _image_files(tmp_path)

@@ -34,6 +34,7 @@ def audit(**fields):
   return collectives
 
 
+@pytest.mark.slow
 def test_two_towers_exchange_only_at_conv3_and_fc_layers():
   collectives = audit(tower=2)
   over_towers = [c for c in collectives if c.axes == ('tower',)]
@@ -53,6 +54,7 @@ def test_two_towers_exchange_only_at_conv3_and_fc_layers():
   assert gradient_bytes >= 4 * 60_965_224 // 2  # Each device sums its tower's half.
 
 
+@pytest.mark.slow
 def test_on_device_augmentation_adds_no_traffic():
   host = audit(tower=2)
   device = audit(augment_on_device=True, tower=2)
@@ -60,6 +62,7 @@ def test_on_device_augmentation_adds_no_traffic():
       (c.kind, c.axes, c.bytes) for c in host)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_the_pattern_and_float32_gradients():
   collectives = audit(dtype='bfloat16', tower=2)
   # (XLA's CPU backend computes bf16 in float32, so the maps' dtype is not checked here.)
@@ -67,6 +70,7 @@ def test_bfloat16_compute_keeps_the_pattern_and_float32_gradients():
   assert all(s.startswith('f32') for c in collectives if 'data' in c.axes for s in c.shapes)
 
 
+@pytest.mark.slow
 def test_one_tower_per_device_only_reduces_gradients():
   collectives = audit(tower=1)
   assert collectives and all(c.kind == 'all-reduce' and c.axes == ('data',)
@@ -114,6 +118,8 @@ def test_parses_every_replica_group_notation(groups, axes):
   assert c.bytes == 4 * 4 + 2 * 6 and c.layers == ('fc7',)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize('tower', [2, 1])
 def test_one_data_parallel_replica_passes_and_writes_json(tmp_path, tower):
   """mesh.data=1 (one GPU: tower=1; two devices: tower=2): nothing is summed over 'data'."""
@@ -136,6 +142,7 @@ def test_one_data_parallel_replica_passes_and_writes_json(tmp_path, tower):
   assert all(c['axes'] in (['tower'], []) for c in train['collectives'])
 
 
+@pytest.mark.slow
 def test_report_lists_totals_per_axis():
   collectives = audit(tower=2)
   report = hlo_audit.format_report(collectives)
@@ -143,6 +150,8 @@ def test_report_lists_totals_per_axis():
   assert int(tower_line.split(':')[1].split()[0]) == sum('tower' in c.axes for c in collectives)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_command_line_prints_the_table_and_passes(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
@@ -181,6 +190,7 @@ def test_asynchronous_and_tiled_forms_count_their_data_exactly(line, kind, shape
   assert (c.kind, c.shapes, c.bytes) == (kind, shapes, size)
 
 
+@pytest.mark.slow
 def test_activation_shaped_reductions_over_data_are_caught():
   config = _config(tower=2)
   collectives, mesh = hlo_audit.audit_train_step(config)

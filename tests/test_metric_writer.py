@@ -1,61 +1,40 @@
-"""The TensorBoard event file holds what was written (scalars, images); a disabled writer
-writes nothing."""
+"""runtime/metric_writer.py: the TensorBoard event file holds what was written (scalars,
+images), read back by conftest.py's `read_events`; a disabled writer writes nothing."""
 
 import io
 import logging
-import pathlib
 import re
-import struct
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from tensorboardX.proto import event_pb2
-from tensorboardX.record_writer import masked_crc32c
 
 from alexnet_jax.runtime.metric_writer import MetricWriter
 
 
-def read_events(logdir):
-  """Every event of the one event file in `logdir`, parsing the TFRecord framing and CRCs
-  by hand."""
-  (path,) = pathlib.Path(logdir).glob('events.out.tfevents.*')
-  data, events, offset = path.read_bytes(), [], 0
-  while offset < len(data):
-    header = data[offset:offset + 8]
-    (length,) = struct.unpack('<Q', header)
-    assert struct.unpack('<I', data[offset + 8:offset + 12])[0] == masked_crc32c(header)
-    record = data[offset + 12:offset + 12 + length]
-    crc = data[offset + 12 + length:offset + 16 + length]
-    assert struct.unpack('<I', crc)[0] == masked_crc32c(record)
-    offset += 16 + length
-    events.append(event_pb2.Event.FromString(record))
-  return events
-
-
-def _read_scalars(logdir):
+def _read_scalars(read_events, logdir):
   """(tag, step, value) of every scalar."""
   return [(v.tag, event.step, v.simple_value) for event in read_events(logdir)
           for v in event.summary.value if v.HasField('simple_value')]
 
 
-def test_scalars_are_readable_back_from_the_event_file(tmp_path, caplog):
+def test_scalars_are_readable_back_from_the_event_file(tmp_path, caplog, read_events):
   writer = MetricWriter(tmp_path / 'tb', enabled=True)
   with caplog.at_level(logging.INFO):
     writer.write_scalars(1, {'train/loss': 6.9, 'train/learning_rate': jnp.float32(0.01)})
     writer.write_scalars(2, {'train/loss': np.float32(6.5)})
   writer.flush()
-  assert _read_scalars(tmp_path / 'tb') == [
+  assert _read_scalars(read_events, tmp_path / 'tb') == [
       ('train/loss', 1, pytest.approx(6.9)), ('train/learning_rate', 1, pytest.approx(0.01)),
       ('train/loss', 2, pytest.approx(6.5))]
   assert '[1] train/loss=6.9, train/learning_rate=0.01' in caplog.text
   writer.write_scalars(3, {'eval/top1_error': 0.75})
   writer.close()
-  assert _read_scalars(tmp_path / 'tb')[-1] == ('eval/top1_error', 3, 0.75)
+  assert _read_scalars(read_events, tmp_path / 'tb')[-1] == ('eval/top1_error', 3, 0.75)
 
 
-def test_an_image_is_readable_back_as_a_png(tmp_path):
+def test_an_image_is_readable_back_as_a_png(tmp_path, read_events):
   picture = np.zeros((5, 7, 3), np.uint8)
   picture[1, 2] = (255, 0, 10)
   writer = MetricWriter(tmp_path / 'tb', enabled=True)

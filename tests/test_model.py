@@ -178,6 +178,7 @@ def test_bad_model_fields_name_the_field(fields, message):
   assert any(message in problem for problem in problems), problems
 
 
+@pytest.mark.multiprocess
 def test_summary_command_takes_overrides():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(

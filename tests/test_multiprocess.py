@@ -1,6 +1,10 @@
 """Several processes train as one does: 2 x 4 CPU devices as 1 x 8, 2 x 1 as 1 x 2.
 
-The runs share one generated dataset and the tiny config of test_train.py with mesh
+Cross-cutting: launch/local_multiprocess.sh, runtime/distributed.py, the per-process input
+of training/sharding.py and data/pipeline.py, and training/train.py's checkpoints and
+results written by process 0, restored in one process (training/saved_nets.py).
+
+The runs share one generated dataset and the tiny config of conftest.py with mesh
 (data=4, tower=2), dropout on: each process reads the rows of the data indices its
 devices hold (with one device per process, the two processes of a replica's towers read
 the same rows), so every row holds the same image for any number of processes, and the
@@ -30,16 +34,16 @@ import pytest
 
 from alexnet_jax.configs import demo
 from alexnet_jax.data import prepare
-from alexnet_jax.nn import model
-from alexnet_jax.run import checkpointing
-from alexnet_jax.training import sharding, train, train_step
+from alexnet_jax.training import saved_nets, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch', 'local_multiprocess.sh')
 RTOL = 1e-5  # See the module docstring.
 TIMEOUT_S = 240  # The two-process run; it takes ~30 s alone on 2 cores.
 
-FIELDS = {  # Over configs/demo.py, as test_train.tiny_config, for both kinds of run.
+pytestmark = pytest.mark.multiprocess  # Each test launches processes of the project.
+
+FIELDS = {  # Over configs/demo.py, as conftest.py's tiny_config, for both kinds of run.
     'data.synthetic_train_size': 96, 'data.synthetic_eval_size': 37,
     'model.init': 'caffe', 'optimizer.learning_rate': 0.05,
     'optimizer.schedule': 'plateau', 'optimizer.plateau_patience': 1,
@@ -101,15 +105,10 @@ def _losses(workdir) -> list[float]:
 
 
 def _restore(workdir, config, step):
-  mesh = sharding.make_mesh(config)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
-  try:
-    return ckpt.restore(step, train_step.abstract_train_state(config, model.create_model(
-        config), mesh))[0]
-  finally:
-    ckpt.close()
+  return saved_nets.restore(config, workdir, step)
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   reference = train.train_and_evaluate(_config(data_dir, **{'train.num_steps': 6}), one)
@@ -154,6 +153,7 @@ def test_two_processes_train_as_one_and_resume_on_one(data_dir, tmp_path, capsys
   np.testing.assert_allclose(_losses(two), losses, rtol=RTOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('data,tower', [(1, 2), (2, 1)])
 def test_one_device_per_process_trains_as_one_process_with_both(data_dir, tmp_path, data,
                                                                   tower):

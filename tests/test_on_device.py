@@ -1,5 +1,9 @@
 """The net on JAX's default device against the same net on the CPU (the GPU check's tests).
 
+Cross-cutting: nn/model.py's logits, training/train_step.py's training steps,
+training/evaluate.py's ten-patch step and run/checkpointing.py's save and restore, each
+on the default device against the CPU.
+
 In the test suite the default device is one of conftest.py's CPU devices, so these tests
 compare the CPU with itself and only show that the code runs. tools/gpu_check.py runs
 them with JAX_PLATFORMS=cuda,cpu: the default device is then the GPU and the CPU is the
@@ -133,6 +137,7 @@ def _train(dtype: str, device, steps: int = 2):
   return updates, losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_training_steps_match_the_cpu(dtype):
   """Same dropout masks on both sides: JAX's random bits do not depend on the backend."""
@@ -182,6 +187,7 @@ def test_ten_patch_evaluation_matches_the_cpu():
     assert abs(got[name] - want[name]) <= 1, (name, got, want)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_saved_from_the_device_restores_exactly_on_the_device_and_the_cpu(
     tmp_path):
   config = _config()

@@ -107,7 +107,7 @@ def test_a_stream_started_at_a_batch_continues_the_uninterrupted_one(data_dir):
     np.testing.assert_array_equal(started['label'], uninterrupted[3]['label'][rows])
 
 
-@pytest.mark.parametrize('before,after', [(2, 0), (2, 4)])
+@pytest.mark.parametrize('before,after', [(2, 0), pytest.param(2, 4, marks=pytest.mark.slow)])
 def test_resume_with_another_worker_count_continues_the_batches(data_dir, before, after):
   it = pipeline.create_train_iterator(make_config(data_dir, worker_count=before))
   _take(it, 6)
@@ -194,6 +194,7 @@ def test_missing_stats_say_which_command_to_run(data_dir, tmp_path):
     statistics.load_stats(config)
 
 
+@pytest.mark.multiprocess
 def test_prepare_command(tmp_path):
   args = [sys.executable, '-m', 'alexnet_jax.data.prepare', '--config=configs/default.py',
           '--config.data.source=synthetic', f'--config.data.data_dir={tmp_path}',

@@ -1,4 +1,5 @@
-"""SIGTERM (a scheduler's notice) or Ctrl-C saves a checkpoint at once; a rerun resumes."""
+"""runtime/preemption.py in a run of `python -m alexnet_jax.main`: SIGTERM (a scheduler's
+notice) or Ctrl-C saves a checkpoint at once; a rerun resumes."""
 
 import json
 import os
@@ -7,10 +8,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from alexnet_jax.run import checkpointing
 from alexnet_jax.runtime import preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Each test runs `python -m alexnet_jax.main` for a few steps, signals it, and reruns it.
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def command(workdir, data_dir, num_steps, **more):

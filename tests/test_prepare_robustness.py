@@ -246,6 +246,7 @@ def test_converting_prints_a_few_dozen_lines_and_a_right_eta(monkeypatch):
   assert abs(float(line.split('ETA ')[1].split()[0]) * 60 - (270 - t)) < 0.1 * 270, line
 
 
+@pytest.mark.slow
 def test_a_second_prepare_waits_for_the_first(tmp_path):
   root = tmp_path / 'images'
   _save(root / 'train' / 'a' / '0.png', np.zeros((8, 8, 3), np.uint8))

@@ -1,4 +1,5 @@
-"""Published weights by name, from a test server on 127.0.0.1: checked, cached, atomic."""
+"""weights/published_weights.py: published weights by name, from a test server on
+127.0.0.1: checked, cached, atomic."""
 
 import hashlib
 import http.server
@@ -9,7 +10,6 @@ import pytest
 
 import torch_zip
 from alexnet_jax.weights import pretrained, published_weights, weight_files
-from test_pretrained import _abstract_params, _config, _conv_arrays
 
 
 class _Server:
@@ -36,8 +36,8 @@ class _Server:
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-  torch_zip.write(str(tmp_path / 'source.pth'), _conv_arrays())
+def served(tmp_path, monkeypatch, conv_arrays):
+  torch_zip.write(str(tmp_path / 'source.pth'), conv_arrays())
   body = (tmp_path / 'source.pth').read_bytes()
   server = _Server(body)
   monkeypatch.setenv(published_weights.CACHE_ENV, str(tmp_path / 'cache'))
@@ -47,12 +47,13 @@ def served(tmp_path, monkeypatch):
   server.httpd.shutdown()
 
 
-def test_a_name_is_fetched_once_checked_and_loaded(served, tmp_path):
-  config = _config(63, path='torchvision')
-  loaded = pretrained.load(config, _abstract_params(config))
+def test_a_name_is_fetched_once_checked_and_loaded(
+    served, tmp_path, torchvision_config, abstract_params):
+  config = torchvision_config(63, path='torchvision')
+  loaded = pretrained.load(config, abstract_params(config))
   assert loaded.path == str(tmp_path / 'cache' / 'alexnet.pth')
   assert list(loaded.params) == ['conv1', 'conv2', 'conv3', 'conv4', 'conv5']
-  again = pretrained.load(config, _abstract_params(config))
+  again = pretrained.load(config, abstract_params(config))
   assert again.path == loaded.path and served.requests == 1  # Cached.
   assert os.listdir(tmp_path / 'cache') == ['alexnet.pth']
 

@@ -57,6 +57,7 @@ def test_fastest_rate_per_activation_and_the_ratio():
   assert never['fastest']['tanh'] is None and never['ratio_tanh_to_relu'] is None
 
 
+@pytest.mark.slow
 def test_sweep_writes_the_figure_and_the_curves(tmp_path):
   folder = make_folder(tmp_path / 'images')
   out = tmp_path / 'out'
@@ -113,6 +114,7 @@ def test_an_interrupted_sweep_resumes_after_its_last_finished_run(tmp_path, monk
                            **sweep)
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_an_epoch_resumes_exactly(tmp_path):
   data = image_arrays.load_split(str(make_folder(tmp_path / 'images')), 'train')
   mean = data.images.mean(axis=0).astype(np.float32)
@@ -165,6 +167,7 @@ def test_bad_folders_say_what_to_fix(tmp_path):
                            learning_rates={'relu': [0.1, 0.1], 'tanh': [0.1]}, seeds=[0])
 
 
+@pytest.mark.multiprocess
 def test_command_names_a_bad_flag(tmp_path):
   done = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.experiments.relu_vs_tanh', f'--folder={tmp_path}',
@@ -190,6 +193,7 @@ def test_dashed_lines_have_gaps_and_solid_ones_none(tmp_path):
   assert 0.5 < red.mean() < 0.8  # 12 pixels on, 7 off.
 
 
+@pytest.mark.slow
 def test_a_run_stops_the_given_epochs_after_reaching_25_percent(tmp_path):
   folder = make_folder(tmp_path / 'images')
   data = image_arrays.load_split(str(folder), 'train')

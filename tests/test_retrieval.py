@@ -1,4 +1,5 @@
-"""Figure 4: the running top-k, precision@k, a planted duplicate found, and the command."""
+"""experiments/retrieval.py (Figure 4): the running top-k, precision@k, a planted duplicate
+found, and the command."""
 
 import json
 import os
@@ -16,7 +17,6 @@ from alexnet_jax.experiments import retrieval, trained_net
 from alexnet_jax.nn import model
 from alexnet_jax.run import checkpointing, saved_config
 from alexnet_jax.training import sharding, train_step
-from test_train import tiny_config
 
 
 def test_the_running_top_k_over_chunks_equals_brute_force():
@@ -49,7 +49,7 @@ def test_queries_spread_over_the_split():
 
 
 @pytest.fixture(scope='module')
-def planted(tmp_path_factory):
+def planted(tmp_path_factory, tiny_config):
   """An image folder of 4 classes whose validation split holds a copy of training image
   train/c1/3.jpg; returns its config (the tiny test mesh)."""
   root = tmp_path_factory.mktemp('folder')
@@ -86,6 +86,7 @@ def _index_of(config, split, file_name):
   return names.index(file_name)
 
 
+@pytest.mark.slow
 def test_a_query_identical_to_a_training_image_finds_it_first(planted, untrained_run):
   net, mesh, params, _ = trained_net.restore(planted, untrained_run)
   stats = jax.device_put(prepare.ready(planted))
@@ -100,6 +101,7 @@ def test_a_query_identical_to_a_training_image_finds_it_first(planted, untrained
     assert found[space].distances[query, 0] < 0.1 * found[space].distances[query, 1], space
 
 
+@pytest.mark.multiprocess
 def test_the_command_writes_montages_and_precisions(planted, untrained_run, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.experiments.retrieval',

@@ -323,6 +323,7 @@ def test_ilsvrc_class_names_are_known_before_preparing(tmp_path):
   assert sources.get(folder_config(tmp_path, tmp_path)).class_names() is None
 
 
+@pytest.mark.slow
 def test_reading_never_prepares_and_ready_prepares_synthetic_once(tmp_path):
   config = synthetic_config(tmp_path)
   config.data.mean = 'dataset'
@@ -373,6 +374,8 @@ def _gone(processes, seconds=15):
   return False
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_prepare_stops_at_ctrl_c_and_its_workers_never_outlive_it(tmp_path):
   root = tmp_path / 'images'
   _slow_folder(root)
@@ -386,14 +389,15 @@ def test_prepare_stops_at_ctrl_c_and_its_workers_never_outlive_it(tmp_path):
   # Ctrl-C: stops at once (not after every queued unit), says so, keeps what is done.
   config.data.data_dir = str(tmp_path / 'fresh')  # All 12 units to convert again.
   proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
-  start = time.time()
   os.killpg(proc.pid, signal.SIGINT)
   out, _ = proc.communicate(timeout=60)
   assert proc.returncode == 128 + signal.SIGINT and 'rerun the same command' in out
-  assert time.time() - start < 10 and _gone(children)
+  assert _gone(children)
   done = subprocess.run(_prepare_command(config), cwd=REPO, capture_output=True, text=True,
                         timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
+  # Units were left to convert (after every queued unit there would be none: it stopped
+  # at once), and only those (what was done is kept).
   converting = re.search(r'Converting (\d+) of 12 units', done.stdout)
   assert converting and int(converting.group(1)) < 12  # The rest only.
   assert 'train: 96 images in 12 classes' in done.stdout

@@ -16,9 +16,11 @@ def xla_conv(stride, padding):
 @pytest.mark.parametrize('size,kernel,stride,padding', [
     (67, 11, 4, ((0, 1), (0, 1))),  # The paper's conv1 geometry: cuda-convnet's end padding.
     (63, 11, 4, ((2, 2), (2, 2))),  # torchvision's conv1.
-    (71, 11, 4, ((0, 0), (0, 0))),  # Caffe's (227 px crops): the last rows go unused.
-    (31, 5, 3, ((0, 0), (2, 1))),  # Other kernels, strides and uneven padding.
-    (30, 3, 2, ((1, 1), (1, 1))),
+    # Caffe's (227 px crops): the last rows go unused.
+    pytest.param(71, 11, 4, ((0, 0), (0, 0)), marks=pytest.mark.slow),
+    # Other kernels, strides and uneven padding.
+    pytest.param(31, 5, 3, ((0, 0), (2, 1)), marks=pytest.mark.slow),
+    pytest.param(30, 3, 2, ((1, 1), (1, 1)), marks=pytest.mark.slow),
 ])
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_outputs_and_gradients_match_xla(size, kernel, stride, padding, dtype):

@@ -1,4 +1,9 @@
-"""The training loop end to end on generated data, resume, evaluation, and error paths."""
+"""training/train.py: the training loop end to end on generated data, resume, and its
+error paths (the config, the data, the workdir, a non-finite loss, a failed save).
+
+The tiny config, its data directory and `final_params` are conftest.py's fixtures;
+evaluation is in test_evaluate.py, eval.only and ensembles in test_evaluate_saved.py.
+"""
 
 import glob
 import json
@@ -7,97 +12,40 @@ import re
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.configs import demo
-from alexnet_jax.data import pipeline, prepare
 from alexnet_jax.run import checkpointing, saved_config
-from alexnet_jax.training import evaluate, evaluate_saved, saved_nets, sharding, train
+from alexnet_jax.training import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('data'))
-
-
-def tiny_config(data_dir, **train_fields):
-  """The demo config, smaller: 8 forced devices as mesh (data=4, tower=2)."""
-  config = demo.get_config()
-  config.host_devices = 0  # conftest.py forces 8 CPU devices.
-  config.data.data_dir = data_dir
-  config.data.synthetic_train_size = 96
-  config.data.synthetic_eval_size = 37  # Not a multiple of the batch.
-  config.model.init = 'caffe'  # With §2's mean image: pixels on the 0..255 scale.
-  config.data.mean = 'dataset'
-  config.optimizer.learning_rate = 0.05
-  config.optimizer.schedule = 'plateau'  # The paper's schedule, its state in checkpoints.
-  config.optimizer.plateau_patience = 1
-  config.train.batch_size = 16
-  config.eval.batch_size = 16
-  config.train.num_steps = 6
-  config.train.log_every_steps = 1
-  config.train.eval_every_steps = 3
-  config.checkpoint.every_steps = 2
-  config.checkpoint.async_save = False
-  for name, value in train_fields.items():
-    setattr(config.train, name, value)
-  return config
-
-
-def final_params(workdir, config):
-  restored = saved_nets.restore(config, str(workdir))
-  return restored.step, jax.device_get(restored.params)
-
-
-def test_end_to_end_on_two_towers(data_dir, tmp_path, capsys):
-  config = tiny_config(data_dir)
+@pytest.mark.slow
+def test_end_to_end_on_two_towers(end_to_end_run):
   # One batch of training images, no dropout: the loss must fall within six steps.
-  config.data.synthetic_train_size = 16
-  config.model.dropout_rate = 0.0
-  config.optimizer.learning_rate = 0.01
-  results = train.train_and_evaluate(config, str(tmp_path))
-  out = capsys.readouterr().out
+  out, workdir = end_to_end_run.console, end_to_end_run.workdir
   assert 'mesh data=4 x tower=2' in out and 'Compiling the training step' in out
   losses = [float(line.split(' loss ')[1].split()[0]) for line in out.splitlines()
             if line.startswith('step ') and ' loss ' in line]
   assert len(losses) == 6 and losses[-1] < losses[0] and np.mean(losses[3:]) < losses[0]
-  saved = json.load(open(tmp_path / 'results.json'))
+  saved = json.load(open(workdir / 'results.json'))
   assert saved['step'] == 6 and saved['final']['count'] == 37
   for key in ('centre_top1_error', 'centre_top5_error', 'ten_patch_top1_error',
               'ten_patch_top5_error'):
     assert 0.0 <= saved['final'][key] <= 1.0
   assert [h['step'] for h in saved['history']] == [3, 6]
-  assert results['final'] == saved['final']
-  assert json.load(open(tmp_path / 'config.json'))['mesh']['tower'] == 2
-  assert glob.glob(str(tmp_path / 'tensorboard' / 'events*'))
-  steps = sorted(int(os.path.basename(p)) for p in glob.glob(str(tmp_path / 'checkpoints' / '*'))
+  assert end_to_end_run.results['final'] == saved['final']
+  assert json.load(open(workdir / 'config.json'))['mesh']['tower'] == 2
+  assert glob.glob(str(workdir / 'tensorboard' / 'events*'))
+  steps = sorted(int(os.path.basename(p)) for p in glob.glob(str(workdir / 'checkpoints' / '*'))
                  if os.path.basename(p).isdigit())
   assert steps[-1] == 6
 
-  # eval.only on the latest checkpoint repeats the final evaluation.
-  config.eval.only = True
-  again = evaluate_saved.evaluate_saved(config, str(tmp_path))
-  assert again == {k: saved['final'][k] for k in again}
-  assert set(again) >= {'count', 'centre_top1_error', 'ten_patch_top5_error'}
-  assert json.load(open(tmp_path / 'eval_results.json'))['count'] == 37
-  # An ensemble of a net with itself averages two equal softmaxes: the same errors as the
-  # net alone, at the checkpoint an ensemble picks (the best by validation error).
-  best = checkpointing.Checkpointer(tmp_path / 'checkpoints', read_only=True).best_step()
-  config.eval.checkpoint_step = best
-  alone = evaluate_saved.evaluate_saved(config, str(tmp_path))
-  config.eval.ensemble_workdirs = f'{tmp_path},{tmp_path}'
-  pair = evaluate_saved.evaluate_saved(config, str(tmp_path / 'pair'))
-  assert pair == alone
-  assert 'eval_config.json' in os.listdir(tmp_path / 'pair')
 
-
-def test_resume_equals_uninterrupted(data_dir, tmp_path):
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(data_dir, tmp_path, tiny_config, final_params):
   straight = tiny_config(data_dir)
   train.train_and_evaluate(straight, str(tmp_path / 'straight'))
   first_half = tiny_config(data_dir, num_steps=3)
@@ -111,7 +59,9 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)  # Bitwise: same data order, dropout and updates.
 
 
-def test_a_resumed_runs_results_are_the_uninterrupted_runs(data_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_resumed_runs_results_are_the_uninterrupted_runs(
+    data_dir, tmp_path, monkeypatch, tiny_config):
   # Logged every 2 steps, interrupted after step 3: the window holds step 3 when it saves.
   config = tiny_config(data_dir, num_steps=6, log_every_steps=2, eval_every_steps=3)
   config.checkpoint.every_steps = 100
@@ -134,36 +84,9 @@ def test_a_resumed_runs_results_are_the_uninterrupted_runs(data_dir, tmp_path, m
   assert resumed == straight
 
 
-class IgnoresInput(nn.Module):
-  """Scores the classes by fixed numbers, whatever the image."""
-
-  @nn.compact
-  def __call__(self, images, *, train):
-    scores = self.param('scores', lambda key: jnp.arange(10.0) % 4)
-    return jnp.broadcast_to(scores, (images.shape[0], 10))
-
-
-def test_ten_patch_of_input_ignoring_net_equals_centre_and_counts_each_example(data_dir):
-  config = tiny_config(data_dir)
-  mesh = sharding.make_mesh(config)
-  stats = jax.device_put(prepare.ready(config))  # Generates the data if needed.
-  net = IgnoresInput()
-  params = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)['params']
-  step = evaluate.make_eval_step(config, net, mesh)
-  batches = pipeline.create_eval_iterator(config)
-  results = evaluate.evaluate(step, [params], batches, mesh, stats)
-  labels = np.concatenate([b['label'][b['mask']]
-                           for b in pipeline.create_eval_iterator(config)])
-  assert results['count'] == len(labels) == 37
-  # Scores 3 for classes 3 and 7: argmax (ties to the lower index) is class 3.
-  assert results['centre_top1_error'] == pytest.approx(1 - np.mean(labels == 3))
-  in_top5 = np.isin(labels, [3, 7, 2, 6, 1])  # Scores 3, 3, 2, 2, 1 (index breaks ties).
-  assert results['centre_top5_error'] == pytest.approx(1 - np.mean(in_top5))
-  assert results['ten_patch_top1_error'] == results['centre_top1_error']
-  assert results['ten_patch_top5_error'] == results['centre_top5_error']
-
-
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(data_dir, tmp_path):
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(
+    data_dir, tmp_path, tiny_config, final_params):
   config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2), str(tmp_path))
   config.optimizer.learning_rate = 1e12  # Step 3 sends the weights far; step 4's loss is inf.
@@ -174,7 +97,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_good_checkpoint(data_
   assert final_params(tmp_path, config)[0] == 2
 
 
-def test_missing_data_says_what_to_download(tmp_path):
+def test_missing_data_says_what_to_download(tmp_path, tiny_config):
   config = tiny_config(str(tmp_path))
   config.data.source = 'imagenet2012'
   config.data.manual_dir = str(tmp_path / 'manual')
@@ -188,7 +111,8 @@ def test_missing_data_says_what_to_download(tmp_path):
     ('train', 'batch_size', 18, r'train.batch_size=18 does not divide over mesh.data=4'),
     ('eval', 'batch_size', 10, r'eval.batch_size=10 does not divide over mesh.data=4'),
 ])
-def test_mesh_and_batch_errors_come_first(data_dir, tmp_path, section, field, value, message):
+def test_mesh_and_batch_errors_come_first(
+    data_dir, tmp_path, section, field, value, message, tiny_config):
   config = tiny_config(data_dir)
   setattr(getattr(config, section), field, value)
   with pytest.raises(ValueError, match=message):
@@ -196,7 +120,7 @@ def test_mesh_and_batch_errors_come_first(data_dir, tmp_path, section, field, va
   assert not os.path.exists(tmp_path / 'run')
 
 
-def test_unwritable_workdir(data_dir, tmp_path):
+def test_unwritable_workdir(data_dir, tmp_path, tiny_config):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   with pytest.raises(PermissionError, match=r'Cannot write to --workdir=.*a_file/run'):
@@ -210,6 +134,7 @@ def test_unwritable_workdir(data_dir, tmp_path):
      "data.folder='/no/such/folder' does not exist"),
     (['--config.mesh.data=3'], 'mesh.data=3 x mesh.tower=2 = 6 devices, but 2 are available'),
 ])
+@pytest.mark.multiprocess
 def test_a_users_mistake_is_one_paragraph_not_a_traceback(tmp_path, flags, message):
   proc = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/demo.py',
@@ -224,6 +149,8 @@ def test_a_users_mistake_is_one_paragraph_not_a_traceback(tmp_path, flags, messa
       assert 'Traceback' in f.read()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_console_shows_the_run_and_the_log_file_the_rest(data_dir, tmp_path):
   workdir = tmp_path / 'run'
   fields = {'data.data_dir': data_dir, 'data.synthetic_train_size': 96,
@@ -248,7 +175,9 @@ def test_the_console_shows_the_run_and_the_log_file_the_rest(data_dir, tmp_path)
     assert 'Config:' in f.read()
 
 
-def test_a_rerun_that_would_change_the_experiment_is_refused(data_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_a_rerun_that_would_change_the_experiment_is_refused(
+    data_dir, tmp_path, capsys, tiny_config, final_params):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2), workdir)
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -283,7 +212,9 @@ def test_a_rerun_that_would_change_the_experiment_is_refused(data_dir, tmp_path,
     assert json.load(f)['model']['lrn'] is True
 
 
-def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path, tiny_config):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2), workdir)
 
@@ -315,23 +246,17 @@ def test_the_workdir_alone_resumes_with_its_saved_config(data_dir, tmp_path):
                   r'the config: --workdir=\S+ holds no run to resume\.', cut.stderr), cut.stderr
 
 
-def test_top5_errors_are_shown_only_for_more_than_five_classes():
-  results = {'count': 8, 'centre_top1_error': 0.25, 'centre_top5_error': 0.0}
-  two = evaluate.error_table(results, num_classes=2)
-  assert 'top-5' not in two and '25.00%' in two
-  assert 'top-5 error' in evaluate.error_table(results, num_classes=10)
-
-
-def test_ten_patches_only_at_the_last_evaluation(data_dir, tmp_path):
-  config = tiny_config(data_dir)  # Evaluations at steps 3 and 6 of 6.
-  results = train.train_and_evaluate(config, str(tmp_path))
+@pytest.mark.slow
+def test_ten_patches_only_at_the_last_evaluation(end_to_end_run):
+  results = end_to_end_run.results  # Evaluations at steps 3 and 6 of 6.
   first, last = results['history']
   assert 'centre_top1_error' in first and 'ten_patch_top1_error' not in first
   assert 'ten_patch_top1_error' in last and results['final'] == last
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_passed_over_and_the_run_resumes_before_it(
-    data_dir, tmp_path, capsys):
+    data_dir, tmp_path, capsys, tiny_config):
   train.train_and_evaluate(tiny_config(data_dir, num_steps=4, eval_every_steps=100),
                            str(tmp_path))
   kernel = max((p for p in (tmp_path / 'checkpoints' / '4').rglob('*') if p.is_file()),
@@ -362,8 +287,9 @@ def _failing_background_save(monkeypatch, at_step):
                       wait_until_finished)
 
 
+@pytest.mark.slow
 def test_a_failed_save_stops_the_run_at_once_and_the_rerun_resumes(
-    data_dir, tmp_path, monkeypatch):
+    data_dir, tmp_path, monkeypatch, tiny_config):
   config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
   config.checkpoint.async_save = True
   _failing_background_save(monkeypatch, at_step=4)
@@ -377,7 +303,9 @@ def test_a_failed_save_stops_the_run_at_once_and_the_rerun_resumes(
   assert train.train_and_evaluate(config, str(tmp_path))['step'] == 8
 
 
-def test_a_failed_final_save_loses_none_of_the_results(data_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_failed_final_save_loses_none_of_the_results(
+    data_dir, tmp_path, monkeypatch, tiny_config):
   config = tiny_config(data_dir, num_steps=4, eval_every_steps=100)
   config.checkpoint.every_steps = 100
   _failing_background_save(monkeypatch, at_step=4)
@@ -387,7 +315,8 @@ def test_a_failed_final_save_loses_none_of_the_results(data_dir, tmp_path, monke
   assert saved['step'] == 4 and saved['final']['count'] == 37
 
 
-def test_a_non_finite_loss_before_any_save_says_it_starts_afresh(data_dir, tmp_path):
+@pytest.mark.slow
+def test_a_non_finite_loss_before_any_save_says_it_starts_afresh(data_dir, tmp_path, tiny_config):
   config = tiny_config(data_dir, num_steps=8, eval_every_steps=100)
   config.checkpoint.every_steps = 100
   config.optimizer.learning_rate = 1e12
@@ -396,8 +325,10 @@ def test_a_non_finite_loss_before_any_save_says_it_starts_afresh(data_dir, tmp_p
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['missing', 'half-written'])
-def test_the_experiment_check_survives_a_lost_config_json(data_dir, tmp_path, capsys, damage):
+def test_the_experiment_check_survives_a_lost_config_json(
+    data_dir, tmp_path, capsys, damage, tiny_config):
   train.train_and_evaluate(tiny_config(data_dir, num_steps=2, eval_every_steps=2),
                            str(tmp_path))
   path = tmp_path / 'config.json'
