@@ -44,6 +44,15 @@ CONV_SHAPES = {'features.0': (64, 3, 11, 11), 'features.3': (192, 64, 5, 5),
 
 # --- The training loop's tiny runs (test_train, test_evaluate_saved, and their users) -------
 
+@pytest.fixture(autouse=True, scope='session')
+def _own_cache(tmp_path_factory):
+  """The project's cache (downloaded weights, the record of where datasets were prepared)
+  in a temporary folder, for the tests and the commands they start: never the user's."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('ALEXNET_JAX_CACHE', str(tmp_path_factory.mktemp('alexnet_jax_cache')))
+    yield
+
+
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """A directory for the generated dataset, one per test module."""
