@@ -259,9 +259,11 @@ def test_a_second_prepare_waits_for_the_first(tmp_path):
     held.flush()
     second = threading.Thread(target=prepare.prepare, args=(config, lines.append))
     second.start()
-    time.sleep(1)
-    assert second.is_alive() and not sources.is_prepared(config)
+    deadline = time.time() + 60  # The second says it waits, however loaded the machine.
+    while not lines and time.time() < deadline:
+      time.sleep(0.05)
     assert lines and lines[0].startswith('Another prepare (process 12345) is preparing data')
+    assert second.is_alive() and not sources.is_prepared(config)
   second.join(60)
   assert sources.is_prepared(config)
 
