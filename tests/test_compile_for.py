@@ -9,7 +9,6 @@ The search for that batch, the target names and the precision warning are tested
 compiling.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -27,11 +26,13 @@ from alexnet_jax.tools import compile_for, hlo_audit, targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2**30
+
+
 needs_gpu_extra = pytest.mark.skipif(
-    importlib.util.find_spec('jax_plugins.xla_cuda12') is None,
+    not compile_for.installed('jax_plugins.xla_cuda12'),
     reason="needs the compile-gpu extra: pip install -e '.[compile-gpu]'")
 needs_tpu_extra = pytest.mark.skipif(
-    importlib.util.find_spec('libtpu') is None,
+    not compile_for.installed('libtpu'),
     reason="needs the compile-tpu extra: pip install -e '.[compile-tpu]'")
 
 
@@ -71,6 +72,8 @@ def test_gpu_description_carries_the_datasheet_figures():
 
 
 def test_a_missing_extra_is_named(monkeypatch):
+  # Without the GPU extra even the plugins' namespace package is missing.
+  assert not compile_for.installed('no_such_namespace.xla_cuda12')
   monkeypatch.setattr(compile_for.importlib.util, 'find_spec', lambda name: None)
   with pytest.raises(errors.UserError, match=r"needs the compile-tpu extra.*\[compile-tpu\]"):
     compile_for.devices_of(targets.parse('tpu:v5e:2x4'))

@@ -62,10 +62,18 @@ class Attempt:
     return self.memory is not None and self.memory['total'] <= self.memory['device']
 
 
+def installed(module: str) -> bool:
+  """Whether `module` can be imported; a missing parent package (jax_plugins) counts too."""
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:
+    return False
+
+
 def devices_of(target: targets.Target) -> list:
   """The target's compile-only devices; a UserError naming the extra if it is missing."""
   module, extra = _EXTRA[target.platform]
-  if importlib.util.find_spec(module) is None:
+  if not installed(module):
     raise errors.UserError(
         f'Compiling for --target={target.spec} needs the {extra} extra (not installed '
         f"here): pip install -e '.[{extra}]' in the project's checkout.")
