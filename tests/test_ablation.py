@@ -341,10 +341,15 @@ def test_kept_runs_carry_a_study_over_to_a_new_out(tmp_path, capsys):
                                                                        'results.json']
   with open(tmp_path / 'kept' / 'baseline_seed0' / 'results.json') as f:
     assert json.load(f)['workdir'] == 'baseline_seed0'  # By name, not this machine's path.
+  with open(tmp_path / 'kept' / 'baseline_seed0' / 'config.json') as f:
+    data = json.load(f)['data']  # The data's folders as placeholders too.
+  assert (data['folder'], data['data_dir']) == ('<data.folder>', '<data.data_dir>')
   # A fresh --out (another machine, a new checkout) goes on from the kept runs.
   again = ablation_runner.plan(str(tmp_path / 'second'), ['no_lrn', 'one_tower'], 2, 1, KNOBS,
                                list(OVERRIDES))
   assert ablation_runner.restore_kept(again, str(tmp_path / 'kept')) == ['baseline seed 0']
+  assert saved_config.saved(again[0].workdir)['data']['data_dir'] == \
+      again[0].config.data.data_dir  # This study's folders are back.
   ablation_runner.check(again)
   lines = dry_run(again, tmp_path / 'second', capsys)
   assert lines[0] == f'# baseline seed 0: finished ({again[0].workdir}), skipped'

@@ -349,7 +349,9 @@ def markdown(study: Study, chart: str | None) -> str:
   and notes on the variants in it."""
   first = study.rows[0].run
   data = first.config['data']
-  source = ' '.join(filter(None, (data['source'], data['folder'], data['name'])))
+  # The folder by its own name: the report names no machine's path.
+  folder = os.path.basename(data['folder'].rstrip('/'))
+  source = ' '.join(filter(None, (data['source'], folder, data['name'])))
   lines = [
       '# Ablations against the paper',
       '',

@@ -41,7 +41,8 @@ with the training complete) are skipped and the interrupted one resumes from its
 checkpoint (main.py resumes a workdir). With `--keep=DIR`, each finished run's
 config.json and results.json (all the report reads) are also copied to DIR, and a study
 started in a new --out (another machine, a fresh checkout) restores them from DIR first
-and runs only the rest; the runs must have the same config, data paths included. Ctrl-C
+and runs only the rest; the runs must have the same config, but for the data's folders
+(the kept config.json files record them as placeholders). Ctrl-C
 reaches the run too: it saves its step and the study stops; SIGTERM (a scheduler's
 preemption) is passed on to it for the same.
 
@@ -218,31 +219,58 @@ def unfinished(run: PlannedRun) -> str | None:
   return ablation_report.unfinished(ablation_report.read_results(run.workdir), config)
 
 
+# Fields that name this machine's folders: a kept config.json records them as
+# '<data.folder>' and so on, and restoring puts back the new study's own values, so the
+# kept runs name no machine's paths and carry over to any machine with the same data.
+MACHINE_FIELDS = ('data.folder', 'data.data_dir', 'data.manual_dir')
+
+
+def _machine_fields(config: dict, values: dict[str, str]) -> dict:
+  """`config` (a config.json's dict) with each of MACHINE_FIELDS set from `values`."""
+  config = json.loads(json.dumps(config))
+  for field in MACHINE_FIELDS:
+    section, name = field.split('.')
+    config[section][name] = values[field]
+  return config
+
+
+def _write_json(tree: dict, path: str) -> None:
+  with open(path, 'w') as f:
+    json.dump(tree, f, indent=2)
+
+
 def restore_kept(runs: list[PlannedRun], kept: str) -> list[str]:
-  """Copies into each unfinished run's workdir the config.json and results.json that `kept`
-  holds for it (`keep`); returns the titles of the runs restored so."""
+  """Copies into each unfinished run's workdir the config.json (with this study's
+  MACHINE_FIELDS) and results.json that `kept` holds for it (`keep`); returns the titles of
+  the runs restored so."""
   restored = []
   for run in runs:
     source = os.path.join(kept, os.path.basename(run.workdir))
     if unfinished(run) and os.path.exists(os.path.join(source, ablation_report.RESULTS)):
       os.makedirs(run.workdir, exist_ok=True)
-      for name in (saved_config.FILE, ablation_report.RESULTS):
-        shutil.copy2(os.path.join(source, name), os.path.join(run.workdir, name))
+      with open(os.path.join(source, saved_config.FILE)) as f:
+        config = json.load(f)
+      values = {field: run.config[field] for field in MACHINE_FIELDS}
+      _write_json(_machine_fields(config, values), os.path.join(run.workdir, saved_config.FILE))
+      shutil.copy2(os.path.join(source, ablation_report.RESULTS),
+                   os.path.join(run.workdir, ablation_report.RESULTS))
       restored.append(run.title)
   return restored
 
 
 def keep(run: PlannedRun, kept: str) -> None:
   """Copies a finished run's config.json and results.json (a few KB) to `kept`; the
-  results name the run's workdir by its name, not by this machine's path."""
+  config's MACHINE_FIELDS become placeholders and the results name the run's workdir by
+  its name, not by this machine's path."""
   name = os.path.basename(run.workdir)
   target = os.path.join(kept, name)
   os.makedirs(target, exist_ok=True)
-  shutil.copy2(os.path.join(run.workdir, saved_config.FILE),
-               os.path.join(target, saved_config.FILE))
+  with open(os.path.join(run.workdir, saved_config.FILE)) as f:
+    config = json.load(f)
+  _write_json(_machine_fields(config, {field: f'<{field}>' for field in MACHINE_FIELDS}),
+              os.path.join(target, saved_config.FILE))
   results = {**ablation_report.read_results(run.workdir), 'workdir': name}
-  with open(os.path.join(target, ablation_report.RESULTS), 'w') as f:
-    json.dump(results, f, indent=2)
+  _write_json(results, os.path.join(target, ablation_report.RESULTS))
 
 
 def _run(argv: list[str]) -> int:
