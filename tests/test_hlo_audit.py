@@ -172,9 +172,14 @@ def test_the_evaluation_step_keeps_the_pattern_too(tower):
 
 
 @pytest.mark.parametrize('line,kind,shapes,size', [
-    # An asynchronous all-reduce returns its results only: every tensor counts.
+    # An asynchronous all-reduce returns its results only: every tensor counts...
     ('%ars = (f32[4]{0}, f32[2,3]{1,0}) all-reduce-start(f32[4]{0} %a, f32[2,3]{1,0} %b)',
      'all-reduce', ('f32[4]', 'f32[2,3]'), 4 * 4 + 6 * 4),
+    # ... or, in jax 0.12's XLA:GPU, ((operands), results): the results count.
+    ('%ars = ((f32[4]{0}, f32[2,3]{1,0}), f32[4]{0}, f32[2,3]{1,0}) all-reduce-start(%a, %b)',
+     'all-reduce', ('f32[4]', 'f32[2,3]'), 4 * 4 + 6 * 4),
+    ('%ars = ((f32[8,128]{1,0:T(8,128)}), f32[8,128]{1,0:T(8,128)}) all-reduce-start(%a)',
+     'all-reduce', ('f32[8,128]',), 1024 * 4),
     # An all-gather returns (operands, results); a permute also two u32[] contexts.
     ('%ags = (f32[2,8]{1,0}, f32[4,8]{1,0}) all-gather-start(f32[2,8]{1,0} %a)',
      'all-gather', ('f32[4,8]',), 32 * 4),

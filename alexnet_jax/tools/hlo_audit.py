@@ -107,14 +107,18 @@ def _axes_spanned(groups: list[list[int]], mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in mesh.axis_names if a in spanned)
 
 
-def _async_results(kind: str, shapes: tuple[str, ...]) -> tuple[str, ...]:
-  """The data shapes an asynchronous `<kind>-start` produces, from its result tuple.
+def _async_results(kind: str, result_type: str) -> tuple[str, ...]:
+  """The data shapes an asynchronous `<kind>-start` produces, from its result type.
 
-  all-reduce-start returns its results only; all-gather-start returns (operands,
-  results); collective-permute-start returns (operand, result, u32[] contexts).
+  all-reduce-start returns its results only (jax 0.10's XLA) or ((operands), results)
+  (jax 0.12's XLA:GPU); all-gather-start returns (operands, results);
+  collective-permute-start returns (operand, result, u32[] contexts).
   """
+  shapes = _result_shapes(result_type)
   if kind == 'all-reduce':
-    return shapes
+    # Layouts are dropped first: a TPU layout holds parentheses, {1,0:T(8,128)}.
+    operands = re.match(r'\(\(([^()]*)\)', re.sub(r'\{[^{}]*\}', '', result_type))
+    return shapes[len(_result_shapes(operands.group(1))):] if operands else shapes
   data = tuple(s for s in shapes if s != 'u32[]')  # Synchronisation contexts, not data.
   return data[len(data) // 2:]
 
@@ -154,9 +158,8 @@ def parse_collectives(hlo_text: str, mesh: Mesh) -> list[Collective]:
     m = _OP.search(line)
     if not m:
       continue
-    shapes = _result_shapes(m.group(1))
-    if m.group(3):
-      shapes = _async_results(m.group(2), shapes)
+    shapes = (_async_results(m.group(2), m.group(1)) if m.group(3) else
+              _result_shapes(m.group(1)))
     layers = _layers(line)
     found.append(Collective(
         kind=m.group(2), shapes=shapes, bytes=sum(_shape_bytes(s) for s in shapes),
