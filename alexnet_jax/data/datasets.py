@@ -80,6 +80,22 @@ class PartialSourceError(errors.UserError, ValueError):
   """The source holds fewer images or classes than its published counts."""
 
 
+class SplitError(errors.UserError, ValueError):
+  """data.train_split or data.eval_split names no split of the prepared data."""
+
+
+def split_info(info: tfds.core.DatasetInfo, split: str, where: str):
+  """The size of `split` of a prepared dataset (in `where`): a split's name, or TFDS's
+  slice of one, 'train[:80%]', for a dataset published with one split (cats_vs_dogs)."""
+  try:
+    return info.splits[split]
+  except (KeyError, ValueError) as e:
+    raise SplitError(
+        f'Split {split!r} is not in {where}: it has {sorted(info.splits)}, and a part of '
+        "one is written as TFDS slices it, e.g. 'train[:80%]' and 'train[80%:]'. Set "
+        '--config.data.train_split / --config.data.eval_split.') from e
+
+
 # A file to convert: (file name, encoded bytes, class name).
 Item = tuple[str, bytes, str]
 
@@ -200,10 +216,7 @@ class Source(abc.ABC):
   def open_split(self, split: str):
     """A random-access source of one split: dicts with 'image' (encoded bytes), 'label'."""
     builder = self._read_only_builder()
-    if split not in builder.info.splits:
-      raise ValueError(f'Split {split!r} is not in {self.dataset_dir()}; it has '
-                       f'{sorted(builder.info.splits)}. Set data.train_split / '
-                       'data.eval_split.')
+    split_info(builder.info, split, self.dataset_dir())
     return builder.as_data_source(split=split,
                                   decoders={'image': tfds.decode.SkipDecoding()})
 
@@ -420,6 +433,18 @@ def _temporary_files_in(directory: str):
     yield
   finally:
     tempfile.tempdir = before
+
+
+@contextlib.contextmanager
+def temporary_files_removed():
+  """Python's temporary files and folders made meanwhile (TFDS leaves one for each builder
+  of a catalog dataset not yet prepared) go into a folder of their own, removed after."""
+  directory = tempfile.mkdtemp(prefix='alexnet_jax_')
+  try:
+    with _temporary_files_in(directory):
+      yield
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class StagedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

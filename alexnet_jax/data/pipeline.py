@@ -23,16 +23,13 @@ from absl import logging
 import grain
 import numpy as np
 
-from alexnet_jax.data import augment, sources, statistics, workers
+from alexnet_jax.data import augment, datasets, sources, statistics, workers
 
 
 def num_examples(config, split: str) -> int:
   """Examples in `split` of the prepared dataset (raises DataMissingError if absent)."""
-  splits = sources.dataset_info(config).splits
-  if split not in splits:
-    raise ValueError(f'Split {split!r} is not in {sources.dataset_dir(config)}; it has '
-                     f'{sorted(splits)}.')
-  return splits[split].num_examples
+  return datasets.split_info(sources.dataset_info(config), split,
+                             sources.dataset_dir(config)).num_examples
 
 
 def num_classes(config) -> int:

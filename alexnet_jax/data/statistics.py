@@ -19,6 +19,7 @@ those means, then a division by `DataStats.pixel_scale` = 255 x those deviations
 """
 
 import os
+import re
 from typing import NamedTuple
 
 from absl import logging
@@ -53,8 +54,10 @@ class DataStats(NamedTuple):
 
 def stats_path(config) -> str:
   d = config.data
-  return os.path.join(sources.dataset_dir(config),
-                      f'alexnet_stats_{d.train_split}_{d.image_size}px.npz')
+  # A slice of a split is named in words: 'train[:80%]' as train_to80pc.
+  split = d.train_split.replace('%', 'pc').replace(':', 'to')
+  split = re.sub(r'[^\w.-]+', '_', split).strip('_')
+  return os.path.join(sources.dataset_dir(config), f'alexnet_stats_{split}_{d.image_size}px.npz')
 
 
 def write_stats(config, count: int, image_sum: np.ndarray, pixel_sum: np.ndarray,

@@ -14,7 +14,7 @@ import math
 
 import ml_collections
 
-from alexnet_jax.data import sources, statistics
+from alexnet_jax.data import datasets, sources, statistics
 from alexnet_jax.nn import lrn, model
 from alexnet_jax.runtime import errors
 from alexnet_jax.training import optimizer, schedules
@@ -137,13 +137,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_data(config: ml_collections.ConfigDict) -> None:
   """After preparing: the splits exist and the net fits the data's classes."""
   info = sources.dataset_info(config)
-  splits = sorted(info.splits)
   problems = []
   for field in ('train_split', 'eval_split'):
-    if config.data[field] not in splits:
+    try:
+      datasets.split_info(info, config.data[field], sources.dataset_dir(config))
+    except datasets.SplitError:
       problems.append(f'data.{field}={config.data[field]!r} is not a split of the data '
-                      f'({sources.dataset_dir(config)} has {splits}): set '
-                      f'--config.data.{field}=<one of them>.')
+                      f'({sources.dataset_dir(config)} has {sorted(info.splits)}): set '
+                      f'--config.data.{field}=<one of them, or a slice such as '
+                      "'train[:80%]'>.")
   classes = info.features['label'].num_classes
   if config.model.num_classes != classes:
     names = info.features['label'].names
