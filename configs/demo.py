@@ -1,6 +1,6 @@
 """The offline demo: the whole path on a laptop CPU in a few minutes, no downloads.
 
-  python -m alexnet_jax.main --config=configs/demo.py --workdir=/tmp/demo
+  python -m alexnet_jax.main --config=configs/demo.py --workdir=runs/demo
 
 Generated images of ten shape classes (alexnet_jax/data/synthetic.py) -> prepared as a
 TFDS ArrayRecord dataset -> Grain with the paper's augmentation -> the two-tower net with

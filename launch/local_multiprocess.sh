@@ -3,8 +3,8 @@
 # trying and testing multi-process runs without a cluster.
 #
 #   launch/local_multiprocess.sh N [main.py args...]
-#   launch/local_multiprocess.sh 2 --config=configs/demo.py --workdir=/tmp/demo_2proc
-#   launch/local_multiprocess.sh 2 --config=configs/demo.py --workdir=/tmp/demo_2proc \
+#   launch/local_multiprocess.sh 2 --config=configs/demo.py --workdir=runs/demo_2proc
+#   launch/local_multiprocess.sh 2 --config=configs/demo.py --workdir=runs/demo_2proc \
 #       --config.host_devices=4   # 2 processes x 4 CPU devices: mesh data=4 x tower=2
 #
 # Each process runs on CPU devices only (JAX_PLATFORMS=cpu), as many as the config's

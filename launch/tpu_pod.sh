@@ -34,7 +34,6 @@ shift 2
 project_flag=${PROJECT:+--project=$PROJECT}
 remote_dir='~/alexnet_jax'  # Expanded on the workers.
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-jax_version=$(sed -n 's/^jax==\([0-9.]*\).*/\1/p' "$repo/requirements.txt")
 
 on_all_workers() {
   # shellcheck disable=SC2086  # project_flag is empty or one word.
@@ -52,10 +51,11 @@ gcloud compute tpus tpu-vm scp "$archive" "$tpu:alexnet_jax.tar.gz" --zone="$zon
 # Unpacked over the previous copy, never deleting it: a relative --workdir lives there.
 on_all_workers "mkdir -p $remote_dir && tar -xzf ~/alexnet_jax.tar.gz -C $remote_dir"
 
-# 2. The environment, pinned as CI tests it, with JAX's TPU build at the same version.
+# 2. The environment, pinned as CI tests it: requirements.txt pins jax for the workers'
+# Python, and jax[tpu] adds the libtpu of that version.
 if [[ ${SETUP:-1} == 1 ]]; then
   on_all_workers "${PYTHON:-python3} -m venv ~/alexnet_venv && ~/alexnet_venv/bin/pip install -q \
-      -r $remote_dir/requirements.txt 'jax[tpu]==$jax_version'"
+      -r $remote_dir/requirements.txt 'jax[tpu]'"
 fi
 
 # 3. Train: the same arguments on every worker, quoted for the remote shell.
