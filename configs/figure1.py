@@ -1,6 +1,7 @@
 """Figure 1 (§3.1): the four-layer CIFAR-10 net, trained with no regularisation of any kind.
 
-  python -m alexnet_jax.experiments.relu_vs_tanh --folder=~/data/cifar10 --out=runs/figure1
+  python -m alexnet_jax.experiments.relu_vs_tanh --data=~/data/cifar-10-python.tar.gz \
+      --out=runs/figure1
   python -m alexnet_jax.tools.summary --config=configs/figure1.py
 
 The net is cuda-convnet's CIFAR-10 example (`model.layout='cifar10'`, see model.py), on

@@ -1,7 +1,11 @@
-"""Figure 1's experiment (experiments/relu_vs_tanh.py) on tiny generated image folders."""
+"""Figure 1's experiment (experiments/relu_vs_tanh.py) on tiny generated image folders and
+a tiny archive laid out as CIFAR-10's python archive."""
 
+import io
 import json
 import os
+import pickle
+import tarfile
 import subprocess
 import sys
 
@@ -25,6 +29,58 @@ def make_folder(root, sizes=None, per_class=12):
       pixels = np.clip(60 + 120 * label + rng.normal(0, 30, (side, side, 3)), 0, 255)
       Image.fromarray(pixels.astype(np.uint8)).save(root / 'train' / name / f'{i:03d}.png')
   return root
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+  member = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+  member.size = len(payload)
+  tar.addfile(member, io.BytesIO(payload))
+
+
+def make_cifar10_archive(path, per_batch=4, extra=None):
+  """CIFAR-10's python archive's layout: batches.meta, data_batch_1..5 and test_batch, each
+  a pickled dict (bytes keys); image j of a batch has red (j, j+1, ...) planes. `extra`:
+  (member name, payload) instead of batches.meta."""
+  with tarfile.open(path, 'w:gz') as tar:
+    names = [b'airplane', b'automobile'] + [f'class{i}'.encode() for i in range(8)]
+    _add(tar, *(extra or ('batches.meta', pickle.dumps({b'label_names': names}))))
+    for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+      planes = np.arange(per_batch, dtype=np.uint8)[:, None, None] * np.ones((1, 3, 1024),
+                                                                            np.uint8)
+      planes[:, 1] += 100  # Green
+      planes[:, 2] += 200  # Blue
+      batch = {b'data': planes.reshape(per_batch, 3072),
+               b'labels': [j % 10 for j in range(per_batch)]}
+      _add(tar, name, pickle.dumps(batch))
+  return path
+
+
+def test_cifar10s_archive_is_read_as_published(tmp_path):
+  archive = make_cifar10_archive(tmp_path / 'cifar-10-python.tar.gz')
+  train = image_arrays.load_split(str(archive), 'train')
+  assert train.images.shape == (20, 32, 32, 3) and train.images.dtype == np.uint8
+  assert train.classes[:2] == ('airplane', 'automobile') and len(train.classes) == 10
+  assert train.labels.tolist() == [0, 1, 2, 3] * 5
+  assert train.images[3, 5, 7].tolist() == [3, 103, 203]  # The planes are R, G, B.
+  assert len(image_arrays.load_split(str(archive), 'test').images) == 4
+  with pytest.raises(errors.UserError, match="not 'val'"):
+    image_arrays.load_split(str(archive), 'val')
+
+
+def test_a_pickle_naming_other_code_or_a_wrong_archive_is_refused(tmp_path):
+  class Call:
+    def __reduce__(self):
+      return (os.getcwd, ())
+
+  bad = make_cifar10_archive(tmp_path / 'bad.tar.gz', extra=('batches.meta', pickle.dumps(Call())))
+  with pytest.raises(errors.UserError, match=r"posix.getcwd is not part of CIFAR-10's batches"):
+    image_arrays.load_split(str(bad), 'train')
+  other = tmp_path / 'other.tar.gz'
+  with tarfile.open(other, 'w:gz') as tar:
+    _add(tar, 'readme', b'hello')
+  with pytest.raises(errors.UserError, match=r"other.tar.gz is not CIFAR-10's python archive "
+                                             r'\(KeyError.*cifar-10-python.tar.gz published'):
+    image_arrays.load_split(str(other), 'train')
 
 
 def test_epochs_to_threshold_is_the_first_epoch_at_or_below_it():
@@ -170,7 +226,7 @@ def test_bad_folders_say_what_to_fix(tmp_path):
 @pytest.mark.multiprocess
 def test_command_names_a_bad_flag(tmp_path):
   done = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.experiments.relu_vs_tanh', f'--folder={tmp_path}',
+      [sys.executable, '-m', 'alexnet_jax.experiments.relu_vs_tanh', f'--data={tmp_path}',
        f'--out={tmp_path}', '--learning_rates_relu=0.01,fast'], cwd=REPO,
       capture_output=True, text=True, timeout=120)
   assert done.returncode == 2

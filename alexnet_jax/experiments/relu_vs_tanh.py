@@ -1,13 +1,15 @@
 """Figure 1 (§3.1): with ReLUs the four-layer CIFAR-10 net reaches 25% training error about
 six times faster than with tanh neurons.
 
-  python -m alexnet_jax.experiments.relu_vs_tanh --folder=~/data/cifar10 --out=runs/figure1
+  python -m alexnet_jax.experiments.relu_vs_tanh --data=~/data/cifar-10-python.tar.gz \
+      --out=runs/figure1
 
 Trains configs/figure1.py's net (cuda-convnet's CIFAR-10 example, model.layout='cifar10')
 with each activation at each of its learning rates, once per seed, with no regularisation
 of any kind (no weight decay, dropout, crops, reflections or colour noise), on the training
-images of `--folder` (`train/<class>/<image files>`, decoded once into memory) minus their
-per-pixel mean (§2). The paper chose each net's learning rate "to make training as fast as
+images of `--data` (CIFAR-10's official python archive, or a folder
+`train/<class>/<image files>`; experiments/image_arrays.py, read once into memory) minus
+their per-pixel mean (§2). The paper chose each net's learning rate "to make training as fast as
 possible": per activation, the rate that needs the fewest epochs to reach 25% (the mean over
 the seeds) wins. Writes, to `--out`, after every run:
 
@@ -251,7 +253,7 @@ def finished_runs(path: str, settings: dict, plan: Sequence[tuple]) -> list[dict
   return [run for run in runs if (run['activation'], run['learning_rate'], run['seed']) in plan]
 
 
-def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, Sequence[float]],
+def run_sweep(source: str, out: str, *, epochs: int, learning_rates: dict[str, Sequence[float]],
               seeds: Sequence[int], batch_size: int = 128,
               epochs_after_threshold: int | None = None,
               report: Callable[[str], None] = print) -> dict:
@@ -265,14 +267,15 @@ def run_sweep(folder: str, out: str, *, epochs: int, learning_rates: dict[str, S
   if len(set(plan)) != len(plan):
     raise errors.UserError(f'A learning rate or a seed is given twice: {dict(learning_rates)}'
                            f', seeds {list(seeds)}. Give each once.')
-  data = image_arrays.load_split(folder, 'train')
+  data = image_arrays.load_split(source, 'train')
   height, width = data.images.shape[1:3]
   smallest = model.smallest_crop(figure1.get_config().model)
   if height != width or height < smallest:
-    raise errors.UserError(f'The images of {folder}/train are {width}x{height}: the net takes '
-                           f'square images of at least {smallest}x{smallest} (CIFAR-10: 32x32).')
+    raise errors.UserError(f'The images of {source} (train) are {width}x{height}: the net '
+                           f'takes square images of at least {smallest}x{smallest} (CIFAR-10: '
+                           '32x32).')
   if len(data.images) < batch_size:
-    raise errors.UserError(f'{folder}/train has {len(data.images)} images, fewer than one '
+    raise errors.UserError(f'{source} (train) has {len(data.images)} images, fewer than one '
                            f'batch of {batch_size}: lower --batch_size or add images.')
   mean = data.images.mean(axis=0, dtype=np.float64).astype(np.float32)  # §2: per pixel.
   settings = {'epochs': epochs, 'batch_size': batch_size,
@@ -323,7 +326,7 @@ def _numbers(flag: str, kind: type) -> list:
 
 def main(argv):
   del argv
-  run_sweep(FLAGS.folder, FLAGS.out, epochs=FLAGS.epochs,
+  run_sweep(FLAGS.data, FLAGS.out, epochs=FLAGS.epochs,
             learning_rates={'relu': _numbers('learning_rates_relu', float),
                             'tanh': _numbers('learning_rates_tanh', float)},
             seeds=_numbers('seeds', int), batch_size=FLAGS.batch_size,
@@ -332,7 +335,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('folder', None, 'Image folder root with train/<class>/<images>.')
+  flags.DEFINE_string('data', None, "CIFAR-10's python archive as published "
+                      '(cifar-10-python.tar.gz), or an image folder root with '
+                      'train/<class>/<images>.')
   flags.DEFINE_string('out', None, 'Where figure1.png and figure1.json go.')
   flags.DEFINE_integer('epochs', 40, 'Epochs per run.', lower_bound=1)
   # layers-18pct.cfg's 0.001 and three doublings, the same for both nets.
@@ -344,5 +349,5 @@ if __name__ == '__main__':
                        lower_bound=1)
   flags.DEFINE_integer('epochs_after_threshold', -1, 'Stop a run this many epochs after it '
                        'first reaches 25% training error; -1: run all --epochs.')
-  flags.mark_flags_as_required(['folder', 'out'])
+  flags.mark_flags_as_required(['data', 'out'])
   command_line.run(main)
