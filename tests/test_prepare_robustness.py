@@ -318,12 +318,24 @@ def _session(sid: int) -> list:
   return found
 
 
+def _shared_memory(processes: list) -> set[str]:
+  """The files in /dev/shm (semaphores, shared memory blocks) that `processes` map or
+  hold open: those a kill could leave behind. Other programs' files are not looked at."""
+  found = set()
+  for p in processes:
+    with contextlib.suppress(psutil.Error, OSError):
+      found |= {m.path for m in p.memory_maps() if m.path.startswith('/dev/shm/')}
+      found |= {f.path for f in p.open_files() if f.path.startswith('/dev/shm/')}
+  return found
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_kill_9_at_any_point_leaves_no_process_and_no_file(tmp_path):
   """Killed while its workers start, while converting, while computing the statistics:
-  each time no process is left (workers still importing end once started); the rerun
-  prepares it whole and leaves no staging, temporary or incomplete folder."""
+  each time no process is left (workers still importing end once started) and none of the
+  /dev/shm files its processes used; the rerun prepares it whole and leaves no staging,
+  temporary or incomplete folder."""
   root = tmp_path / 'images'
   noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
   for c in range(8):
@@ -338,16 +350,22 @@ def test_kill_9_at_any_point_leaves_no_process_and_no_file(tmp_path):
   for point in ('Converting ', '  ', 'Computing the mean image'):
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    used = set()
     for line in proc.stdout:
+      used |= _shared_memory(_session(proc.pid))
       if line.startswith(point):
         break
-    time.sleep(0.5)
+    for _ in range(5):
+      time.sleep(0.1)
+      used |= _shared_memory(_session(proc.pid))
     proc.kill()
     proc.wait()
     deadline = time.time() + 60
     while _session(proc.pid) and time.time() < deadline:
       time.sleep(0.5)
     assert _session(proc.pid) == [], (point, _session(proc.pid))
+    # Python's resource tracker, the last of the session to end, removes them.
+    assert [f for f in used if os.path.exists(f)] == [], point
   done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert 'train: 48 images in 8 classes (6 to 6 a class)' in done.stdout
