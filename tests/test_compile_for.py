@@ -79,6 +79,13 @@ def test_a_missing_extra_is_named(monkeypatch):
     compile_for.devices_of(targets.parse('tpu:v5e:2x4'))
 
 
+def test_here_needs_this_machine_to_have_the_targets_devices():
+  # The tests' machine has CPU devices only: --here refuses any GPU or TPU target.
+  with pytest.raises(errors.UserError, match=r"has 0 GPU device\(s\) where --target=h200:1 "
+                                             r'names 1: leave out --here'):
+    compile_for.devices_here(targets.parse('h200:1'))
+
+
 def _fake_compiler(monkeypatch, refuses: bool):
   """compile_for.attempt on a device of 100 units: 10 + batch/32 units per device; over
   the budget a TPU-like compiler refuses (no sizes), a GPU-like one reports them."""

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from alexnet_jax.tools import gpu_check
+from alexnet_jax.tools import gpu_check, targets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,8 @@ def test_the_results_are_three_files_the_device_tool_brings_back(dry_run):
 def test_every_part_reported_and_passed(dry_run):
   _, report, stdout = dry_run
   assert report['mode'] == 'cpu' and _measured(report['seconds'])
-  assert list(report['parts']) == list(gpu_check.PARTS)
+  assert list(report['parts']) == [p for p in gpu_check.PARTS
+                                    if p not in gpu_check.GPU_ONLY_PARTS]
   for name, part in report['parts'].items():
     assert part['status'] == 'passed', (name, part)
     assert part['children'] and _measured(part['seconds'])
@@ -171,10 +172,30 @@ def test_comparisons_take_the_fastest_pytorch_row_of_the_same_layout():
 
 
 def test_targets_take_the_fastest_pytorch_row_of_any_layout():
-  assert gpu_check.targets(_runs()) == []  # No run of TARGETS' names.
-  assert gpu_check.targets(_runs('paper-bfloat16-1024')) == [
+  assert gpu_check.targets_met(_runs()) == []  # No run of TARGETS' names.
+  assert gpu_check.targets_met(_runs('paper-bfloat16-1024')) == [
       {'target': gpu_check.TARGETS[0][1], 'measured': 300.0, 'met': False},
       {'target': gpu_check.TARGETS[2][1], 'measured': 1.5, 'met': True}]
+
+
+def _compile_report(arguments: int, temporaries: int, tower_bytes: int | None) -> dict:
+  memory = {'arguments': arguments, 'outputs': arguments, 'temporaries': temporaries,
+            'generated_code': 0, 'total': arguments + temporaries}
+  return {'device_kind': 'NVIDIA H200', 'batch': 128, 'memory': memory,
+          'collectives': {'tower': {'count': 12, 'bytes': tower_bytes}} if tower_bytes else {},
+          'paper_rule': {'holds': True, 'violations': []}, 'compile_seconds': 4.0}
+
+
+def test_the_compile_part_sets_the_prediction_beside_the_real_compile():
+  found = gpu_check.compile_comparison(_compile_report(100, 50, 1000),
+                                       _compile_report(100, 75, None))
+  assert found['memory']['temporaries'] == {'predicted': 50, 'real': 75,
+                                            'real_over_predicted': 1.5}
+  assert found['memory']['total']['real_over_predicted'] == 175 / 150
+  # An axis only one side moves data over is there with the other side's None.
+  assert found['collective_bytes'] == {'tower': {'predicted': 1000, 'real': None,
+                                                 'real_over_predicted': None}}
+  assert targets.gpu_named('NVIDIA H200') == 'h200' and targets.gpu_named('Tesla T4') is None
 
 
 @pytest.mark.multiprocess

@@ -15,6 +15,10 @@ compiling); the FLOPs of a step; the collectives per mesh axis and the paper's r
 checked on them by hlo_audit's code; the matmul precision in effect; the compile time.
 A step that does not fit ends the command with an error (exit status 2) after the report.
 
+With --here it compiles on this machine's own devices instead, which must be the target's
+(platform and count, e.g. --target=h200:1 on one H200): what the real device compiles, to
+compare with what was predicted for it (tools/gpu_check does).
+
 Needs the target's extra: `pip install -e '.[compile-gpu]'` (XLA's CUDA compiler; neither
 NVIDIA's libraries nor a driver) or `pip install -e '.[compile-tpu]'` (libtpu).
 What the GPU compile does not see: it picks convolution algorithms without timing them,
@@ -44,7 +48,10 @@ MAX_COMPILES = 16  # The search's limit; memory grows almost linearly, so it nee
 # libtpu outside a TPU VM: ask no cloud metadata server for the VM's TPU, and take no lock
 # on the local TPU chips (there are none; another JAX process that loaded libtpu holds it).
 TPU_COMPILE_ONLY_ENV = {'TPU_SKIP_MDS_QUERY': '1', 'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
-_EXTRA = {'cuda': ('jax_plugins.xla_cuda12', 'compile-gpu'), 'tpu': ('libtpu', 'compile-tpu')}
+# The modules that compile for each platform (jax's CUDA 12 or CUDA 13 plugin: a GPU machine
+# may have either) and the extra that installs one.
+_EXTRA = {'cuda': (('jax_plugins.xla_cuda12', 'jax_plugins.xla_cuda13'), 'compile-gpu'),
+          'tpu': (('libtpu',), 'compile-tpu')}
 
 
 @dataclasses.dataclass
@@ -72,12 +79,24 @@ def installed(module: str) -> bool:
 
 def devices_of(target: targets.Target) -> list:
   """The target's compile-only devices; a UserError naming the extra if it is missing."""
-  module, extra = _EXTRA[target.platform]
-  if not installed(module):
+  modules, extra = _EXTRA[target.platform]
+  if not any(installed(m) for m in modules):
     raise errors.UserError(
         f'Compiling for --target={target.spec} needs the {extra} extra (not installed '
         f"here): pip install -e '.[{extra}]' in the project's checkout.")
   return targets.topology_devices(target)
+
+
+def devices_here(target: targets.Target) -> list:
+  """This machine's devices for --here; a UserError unless they are the target's."""
+  platform = {'cuda': 'gpu', 'tpu': 'tpu'}[target.platform]
+  devices = [d for d in jax.devices() if d.platform == platform]
+  if len(devices) < target.devices:
+    raise errors.UserError(
+        f'--here compiles on this machine\'s own devices, but it has {len(devices)} '
+        f'{platform.upper()} device(s) where --target={target.spec} names {target.devices}: '
+        'leave out --here to compile for the target, or name what this machine has.')
+  return devices[:target.devices]
 
 
 def memory_of(compiled: jax.stages.Compiled, target: targets.Target) -> dict:
@@ -249,14 +268,15 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  # Compile-only devices need no accelerator backend; don't let JAX look for one.
-  jax.config.update('jax_platforms', 'cpu')
-  for name, value in TPU_COMPILE_ONLY_ENV.items():
-    os.environ.setdefault(name, value)
+  if not FLAGS.here:
+    # Compile-only devices need no accelerator backend; don't let JAX look for one.
+    jax.config.update('jax_platforms', 'cpu')
+    for name, value in TPU_COMPILE_ONLY_ENV.items():
+      os.environ.setdefault(name, value)
   config = FLAGS.config
   preflight.check_config(config)
   target = targets.parse(FLAGS.target)
-  devices = devices_of(target)
+  devices = devices_here(target) if FLAGS.here else devices_of(target)
   first = attempt(config, devices, target, config.train.batch_size)
   r = report(config, target, devices, first)
   print(format_report(r))
@@ -285,6 +305,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('target', None, 'The hardware: h100:8, h100:2x8, a100-40:8, '
                       'tpu:v4:2x2x2, tpu:v5e:2x4, ... (targets.py).')
   flags.DEFINE_string('json', '', 'Also write the report here as JSON.')
+  flags.DEFINE_bool('here', False, "Compile on this machine's own devices (the target's "
+                    'platform and count) instead of compile-only ones.')
   flags.DEFINE_bool('max_batch', False, 'Also find the largest global batch that fits, by '
                     'compiling (a few compiles).')
   flags.mark_flags_as_required(['config', 'target'])

@@ -34,6 +34,10 @@ once instead of leaving them on the CPU) and XLA_PYTHON_CLIENT_MEM_FRACTION=.5:
                tower=1 on the GPU; then tower=2 on two devices, compiled (not run)
                against a mocked second GPU process (JAX_MOCK_GPU_TOPOLOGY=1x2x1), where
                the backend allows it (the JSON says what it answered).
+  compile      (on the GPU only) tools.compile_for's prediction for this GPU model
+               (compile-only devices, as for a node not at hand) and the same step
+               compiled on the GPU itself (--here), paper net, mesh tower=1, batch 128:
+               memory per device and collectives side by side, with their ratios.
   demo         configs/demo.py with host_devices=0 and mesh.tower=1 (generated data).
   pipeline     generated 256 px images prepared (data.prepare), then `tools.bench
                --data=pipeline` for the paper net, bf16, batch 1024, Grain workers on
@@ -76,12 +80,16 @@ import xml.etree.ElementTree as ET
 from absl import app, flags
 
 from alexnet_jax.runtime import command_line
+from alexnet_jax.tools import targets
 
-PARTS = ('environment', 'tests', 'audit', 'demo', 'pipeline', 'bench')
+PARTS = ('environment', 'tests', 'audit', 'compile', 'demo', 'pipeline', 'bench')
+GPU_ONLY_PARTS = ('compile',)  # Left out of the CPU dry run.
 # Seconds each part may take (scaled down when --total_s is less than their sum); the
 # last part run also gets what earlier parts left unused.
-BUDGET_S = {'environment': 20, 'tests': 90, 'audit': 60, 'demo': 70, 'pipeline': 85,
-            'bench': 125}
+BUDGET_S = {'environment': 20, 'tests': 85, 'audit': 55, 'compile': 40, 'demo': 65,
+            'pipeline': 80, 'bench': 105}
+# What compile_for's prediction is compared with the real compile on: bytes per device.
+COMPILE_MEMORY = ('arguments', 'outputs', 'temporaries', 'generated_code', 'total')
 MIN_CHILD_S = 10  # A child is not started with less time than this left in its part.
 LOG_TAIL_BYTES = 4 << 20  # Longer logs travel as their last 4 MiB.
 VERSIONED = ('jax', 'jaxlib', 'jax-cuda13-plugin', 'jax-cuda13-pjrt', 'jax-cuda12-plugin',
@@ -274,7 +282,7 @@ def comparisons(runs: dict) -> list[dict]:
   return found
 
 
-def targets(runs: dict) -> list[dict]:
+def targets_met(runs: dict) -> list[dict]:
   """TARGETS measured, for the runs that are there (and, for a ratio, PyTorch rows)."""
   found = []
   for name, what, measure, least in TARGETS:
@@ -290,6 +298,23 @@ def targets(runs: dict) -> list[dict]:
       value /= max(rates)
     found.append({'target': what, 'measured': value, 'met': value >= least})
   return found
+
+
+def compile_comparison(predicted: dict, real: dict) -> dict:
+  """compile_for's reports for one target, predicted (compile-only) and real (--here):
+  per memory part and per mesh axis's collective bytes, both and real over predicted."""
+  def pair(a: int | None, b: int | None) -> dict:
+    return {'predicted': a, 'real': b, 'real_over_predicted': b / a if a and b else None}
+
+  axes = sorted(set(predicted.get('collectives') or {}) | set(real.get('collectives') or {}))
+  return {
+      'device_kind': real['device_kind'], 'batch': real['batch'],
+      'memory': {k: pair(predicted['memory'][k], real['memory'][k]) for k in COMPILE_MEMORY},
+      'collective_bytes': {a: pair((predicted['collectives'] or {}).get(a, {}).get('bytes'),
+                                   (real['collectives'] or {}).get(a, {}).get('bytes'))
+                           for a in axes},
+      'paper_rule': {'predicted': predicted['paper_rule'], 'real': real['paper_rule']},
+      'compile_seconds': pair(predicted['compile_seconds'], real['compile_seconds'])}
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -470,6 +495,21 @@ class Check:
           'not compiled: the GPU backend did not give a mocked second GPU (or ran out of '
           'time); see logs/audit_tower2_mock_gpu.log')
 
+  def compile(self, result: dict) -> None:
+    kind = (self.report.get('environment') or {}).get('jax', {}).get('device_kinds', [''])[0]
+    gpu = targets.gpu_named(kind)
+    if gpu is None:
+      raise ValueError(f'compile_for describes no GPU reported as {kind!r} '
+                       '(tools/targets.py: GPUS)')
+    argv = ['-m', 'alexnet_jax.tools.compile_for', '--config=configs/ilsvrc2012.py',
+            '--config.mesh.tower=1', '--config.train.batch_size=128', f'--target={gpu}:1']
+    for name, extra in (('compile_predicted', []), ('compile_real', ['--here'])):
+      result['children'].append(self.child(
+          name, [*argv, *extra, f'--json={self.logs}/{name}.json'], BUDGET_S['compile']))
+    predicted, real = self._json('compile_predicted.json'), self._json('compile_real.json')
+    if predicted and real:
+      result['comparison'] = compile_comparison(predicted, real)
+
   def demo(self, result: dict) -> None:
     workdir = os.path.join(self.work, 'demo')
     argv = ['-m', 'alexnet_jax.main', '--config=configs/demo.py', f'--workdir={workdir}',
@@ -541,7 +581,7 @@ class Check:
         result['runs'][name] = {'layout': run.layout, 'dtype': run.dtype,
                                 'batch': run.batch, **bench_summary(report)}
     result['comparisons'] = comparisons(result['runs'])
-    result['targets'] = targets(result['runs'])
+    result['targets'] = targets_met(result['runs'])
     if not_run:
       result['not_run'] = not_run
       result['to_run_them'] = ('bash alexnet_jax/tools/gpu_check.sh --out=$OUT --parts=bench '
@@ -598,6 +638,10 @@ def summary_lines(report: dict) -> list[str]:
                  f"{len(m['problems'])} problems")
   if two := parts.get('audit', {}).get('two_devices'):
     lines.append(f'  two devices: {two}')
+  if c := parts.get('compile', {}).get('comparison'):
+    lines.append(f"  compile_for on {c['device_kind']}, batch {c['batch']}, real/predicted: " +
+                 ', '.join(f"{k} {v['real_over_predicted']:.2f}" for k, v in c['memory'].items()
+                           if v['real_over_predicted'] is not None))
   return lines
 
 
@@ -612,7 +656,8 @@ def main(argv):
   runs = [r.name for r in (CPU_BENCH_RUNS if FLAGS.cpu else BENCH_RUNS)]
   if set(FLAGS.bench_runs) - set(runs):
     raise app.UsageError(f"--bench_runs={','.join(FLAGS.bench_runs)}: use some of {runs}.")
-  parts = [p for p in PARTS if p == 'environment' or p in FLAGS.parts]
+  parts = [p for p in PARTS if (p == 'environment' or p in FLAGS.parts)
+           and not (FLAGS.cpu and p in GPU_ONLY_PARTS)]
   work = FLAGS.work or tempfile.mkdtemp(prefix='gpu_check_')
   report = Check(os.path.abspath(FLAGS.out), os.path.abspath(work), FLAGS.cpu, FLAGS.total_s,
                  FLAGS.bench_runs).run(parts)

@@ -60,6 +60,13 @@ GPUS = {
                 shared_memory_per_block_optin=227 * 1024, fp32_units_per_sm=128),
 }
 
+
+
+def gpu_named(device_kind: str) -> str | None:
+  """The GPUS key of the GPU whose driver reports `device_kind`; None if none."""
+  return next((key for key, gpu in GPUS.items() if gpu.name == device_kind), None)
+
+
 # What JAX may allocate on a GPU: it reserves this fraction of the memory at start
 # (XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.75) and allocates every array inside it.
 GPU_JAX_FRACTION = 0.75
