@@ -34,6 +34,7 @@ from tensorboardX.record_writer import masked_crc32c
 
 from alexnet_jax.configs import demo, torchvision_alexnet
 from alexnet_jax.nn import model
+from alexnet_jax.runtime import cache
 from alexnet_jax.training import saved_nets, train, train_step
 
 # torchvision AlexNet's convolutional layers in its state dict (OIHW).
@@ -49,7 +50,7 @@ def _own_cache(tmp_path_factory):
   """The project's cache (downloaded weights, the record of where datasets were prepared)
   in a temporary folder, for the tests and the commands they start: never the user's."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setenv('ALEXNET_JAX_CACHE', str(tmp_path_factory.mktemp('alexnet_jax_cache')))
+    patch.setenv(cache.ENV, str(tmp_path_factory.mktemp('alexnet_jax_cache')))
     yield
 
 

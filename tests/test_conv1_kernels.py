@@ -133,7 +133,8 @@ def test_the_command_draws_a_runs_checkpoint(trained_run, tmp_path):
        f'--workdir={trained_run}', '--step=7'], capture_output=True, text=True, timeout=120)
   assert missing.returncode == 2
   assert 'No finished checkpoint for step 7' in missing.stderr
-  assert 'Give one of those steps, or -1 for the latest.' in missing.stderr
+  assert 'Give one of those steps, or -1 for the latest: --config.eval.checkpoint_step' in missing.stderr
+  assert '--step for the experiments.' in missing.stderr
 
 
 def test_a_torchvision_files_conv1_is_drawn_as_one_tower(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 
 from alexnet_jax.configs import default
 from alexnet_jax.data import datasets, decode, ilsvrc2012, prepare, sources
+from alexnet_jax.runtime import cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WNIDS = ('n01000001', 'n01000002')
@@ -203,7 +204,7 @@ def test_odd_images_are_stored_right_and_the_undecodable_listed(tmp_path):
 
 def test_a_prepared_dataset_elsewhere_and_tars_not_yet_prepared_are_named(
     tmp_path, monkeypatch):
-  monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv(cache.ENV, str(tmp_path / 'cache'))
   root = tmp_path / 'images'
   _save(root / 'train' / 'a' / '0.png', np.zeros((8, 8, 3), np.uint8))
   config = _folder_config(tmp_path, root)

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import torch_zip
+from alexnet_jax.runtime import cache
 from alexnet_jax.weights import pretrained, published_weights, weight_files
 
 
@@ -40,7 +41,7 @@ def served(tmp_path, monkeypatch, conv_arrays):
   torch_zip.write(str(tmp_path / 'source.pth'), conv_arrays())
   body = (tmp_path / 'source.pth').read_bytes()
   server = _Server(body)
-  monkeypatch.setenv(published_weights.CACHE_ENV, str(tmp_path / 'cache'))
+  monkeypatch.setenv(cache.ENV, str(tmp_path / 'cache'))
   monkeypatch.setitem(published_weights.PUBLISHED, 'torchvision', published_weights.Published(
       'test weights', server.url, hashlib.sha256(body).hexdigest()[:8]))
   yield server

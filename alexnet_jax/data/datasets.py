@@ -47,14 +47,11 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
 from alexnet_jax.data import decode
-from alexnet_jax.runtime import child_processes, errors
+from alexnet_jax.runtime import cache, child_processes, errors
 
 VERSION = '1.0.0'
 PREPARE_COMMAND = ('python -m alexnet_jax.data.prepare --config=<your config file> '
                    '[the same --config.data.* overrides as for training]')
-# Where the data_dir each dataset was prepared in is noted, to name it to a run that looks
-# in another (the cache of published_weights.py).
-CACHE_ENV = 'ALEXNET_JAX_CACHE'
 Say = Callable[[str], None]  # Prints a console line.
 _RECORD_HEADER = struct.Struct('<iH')  # Staging record: label, file-name length.
 
@@ -237,8 +234,9 @@ class Source(abc.ABC):
 
 
 def _record_path() -> str:
-  cache = os.environ.get(CACHE_ENV) or '~/.cache/alexnet_jax'
-  return os.path.join(os.path.expanduser(cache), 'prepared_datasets.json')
+  # Where the data_dir each dataset was prepared in is noted, to name it to a run that
+  # looks in another.
+  return os.path.join(cache.cache_dir(), 'prepared_datasets.json')
 
 
 def _read_record() -> dict[str, list[str]]:

@@ -125,7 +125,9 @@ class Workdir:
       try:
         return ckpt.restore(step, abstract_state, **({'say': say} if say else {}))
       except FileNotFoundError as e:
-        raise errors.UserError(f'{e} Give one of those steps, or -1 for the latest.') from e
+        raise errors.UserError(
+            f'{e} Give one of those steps, or -1 for the latest: --config.eval.checkpoint_step '
+            'for main.py (eval.only) and predict, --step for the experiments.') from e
     finally:
       if own:
         ckpt.close()

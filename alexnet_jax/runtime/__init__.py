@@ -5,8 +5,9 @@
 `watchdog` ends a run whose step hangs (and makes Ctrl-C work while it does);
 `metric_writer` writes TensorBoard scalars and images (process 0 only); `chrono` times
 the training steps; `command_line` starts a command (configs from any directory, short
-errors, a log file); `errors` holds the errors a user can fix; `shared_memory_leftovers`
-keeps the resource tracker quiet about batches in flight at exit.
+errors, a log file); `cache` names the cache folder (weights, where data was prepared);
+`errors` holds the errors a user can fix; `shared_memory_leftovers` keeps the resource
+tracker quiet about batches in flight at exit.
 
 May import: jax, absl, numpy, Pillow, tensorboardX and the standard library. Nothing of
 alexnet_jax.

@@ -15,9 +15,9 @@ import os
 import urllib.error
 import urllib.request
 
+from alexnet_jax.runtime import cache
 from alexnet_jax.weights import weight_files
 
-CACHE_ENV = 'ALEXNET_JAX_CACHE'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +38,6 @@ PUBLISHED = {
         "torchvision's ImageNet AlexNet (233 MB)",
         'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth', '7be5be79'),
 }
-
-
-def cache_dir() -> str:
-  return os.path.expanduser(os.environ.get(CACHE_ENV) or '~/.cache/alexnet_jax')
 
 
 def _sha256(path: str) -> str:
@@ -93,8 +89,8 @@ def resolve(name_or_path: str) -> str:
   published = PUBLISHED.get(name_or_path)
   if published is None:
     return os.path.expanduser(name_or_path)
-  target = os.path.join(cache_dir(), published.file_name)
+  target = os.path.join(cache.cache_dir(), published.file_name)
   if not os.path.isfile(target):
-    os.makedirs(cache_dir(), exist_ok=True)
+    os.makedirs(cache.cache_dir(), exist_ok=True)
     _fetch(published, target)
   return target
