@@ -159,7 +159,7 @@ def test_time_steps_measures_each_step_from_completion_to_completion(monkeypatch
 
 
 def test_torch_twins_have_the_reference_parameter_counts():
-  import torch  # pylint: disable=g-import-not-at-top  (requirements-dev.txt pins it)
+  torch = pytest.importorskip('torch')  # requirements-dev.txt: on Python 3.11 only.
   from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   with torch.device('meta'):
@@ -179,7 +179,7 @@ def _tensor(x):
 @pytest.mark.slow
 def test_torch_paper_net_computes_what_the_jax_net_computes():
   """Same weights, same logits: conv1 geometry, groups, per-tower LRN (alpha x n), fc6."""
-  import torch  # pylint: disable=g-import-not-at-top  (requirements-dev.txt pins it)
+  torch = pytest.importorskip('torch')  # requirements-dev.txt: on Python 3.11 only.
   from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.num_classes, config.data.crop_size = 10, 100  # conv1 pads 3; pool5 is 2x2.
@@ -207,7 +207,7 @@ def test_torch_paper_net_computes_what_the_jax_net_computes():
 
 
 def test_torch_lrn_alpha_mapping_matches_the_printed_formula():
-  import torch  # pylint: disable=g-import-not-at-top  (requirements-dev.txt pins it)
+  torch = pytest.importorskip('torch')  # requirements-dev.txt: on Python 3.11 only.
   from alexnet_jax.tools import torch_reference  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).normal(0, 30, (2, 5, 5, 96)).astype(np.float32)
   expected = lrn.local_response_norm(jnp.asarray(x), towers=2, size=5, k=2.0, alpha=1e-4,
