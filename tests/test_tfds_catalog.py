@@ -57,14 +57,16 @@ def catalog_config(tmp_path, monkeypatch, tiny_config):
 
   def make(name: str):
     splits, overrides = CATALOG[name]
-    builder_class = type(tfds.builder(name, data_dir=str(tmp_path / 'probe')))
+    with datasets.temporary_files_removed():  # TFDS's temporary folders, as the source's.
+      builder = tfds.builder(name, data_dir=str(tmp_path / 'probe'))
+    builder_class = type(builder)
     monkeypatch.setattr(builder_class, '_split_generators', lambda self, dl_manager: {
         split: _examples(self.info.features, split) for split in splits})
     config = tiny_config(str(tmp_path / 'data'))
     config.data.source = 'tfds'
     config.data.name = name
     config.data.update(overrides)
-    config.model.num_classes = tfds.builder(name).info.features['label'].num_classes
+    config.model.num_classes = builder.info.features['label'].num_classes
     return config
 
   return make
@@ -115,11 +117,12 @@ def test_a_short_run_trains_and_evaluates_on_slices_of_cats_vs_dogs(catalog_conf
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorflow') is not None,
                     reason='TensorFlow is installed here')
-def test_without_tensorflow_preparing_says_what_to_install(tmp_path, monkeypatch,
-                                                           catalog_config):
+def test_without_tensorflow_preparing_says_what_to_install(monkeypatch, catalog_config):
   config = catalog_config('cifar10')
   # As the catalog's cifar10 builder does: numpy images, which TFDS encodes with TensorFlow.
-  monkeypatch.setattr(type(tfds.builder('cifar10')), '_split_generators',
+  with datasets.temporary_files_removed():
+    cifar10 = type(tfds.builder('cifar10'))
+  monkeypatch.setattr(cifar10, '_split_generators',
                       lambda self, dl_manager: {'train': iter([('0', {
                           'id': '0', 'label': 0, 'image': np.zeros((32, 32, 3), np.uint8)})])})
   with pytest.raises(datasets.DataMissingError,
