@@ -15,7 +15,7 @@ one CPU device, 64 px crops, two of test_on_device.py's tests, the two-tower aud
 forced CPU devices, a 5-step demo, the pipeline on the demo's images without workers, one
 bench run without PyTorch:
 
-  bash alexnet_jax/tools/gpu_check.sh --cpu --out=/tmp/gpu_check
+  bash alexnet_jax/tools/gpu_check.sh --cpu --out=runs/gpu_check
 
 The parts, in this order; each runs child processes (`python -m ...`), each child is
 killed at its time limit, and a part that fails or times out does not stop the next. On

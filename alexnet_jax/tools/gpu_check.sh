@@ -6,7 +6,7 @@
 # `bash alexnet_jax/tools/gpu_wheels.sh` where pip can download), within about 540 s:
 #   bash alexnet_jax/tools/gpu_check.sh --out=OUT
 # On a CPU, the dry run at tiny sizes (tests/test_gpu_check.py runs it):
-#   bash alexnet_jax/tools/gpu_check.sh --cpu --out=/tmp/gpu_check
+#   bash alexnet_jax/tools/gpu_check.sh --cpu --out=runs/gpu_check
 #
 # The wheels in .gpu_wheels/ are installed first where any of them is not installed yet,
 # with --no-index --no-deps: nothing is downloaded, and nothing else (never jax or torch)

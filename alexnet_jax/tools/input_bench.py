@@ -22,6 +22,7 @@ worker processes): on a shared machine the second stays meaningful when others l
 
 import os
 import tarfile
+import tempfile
 import time
 
 from absl import app
@@ -38,7 +39,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', command_line.config_path('configs/default.py'), 'Config file.')
 _SOURCE = flags.DEFINE_string('source', None, 'Image folder, archive of one, or prepared '
                               'ILSVRC-2012 dataset directory.', required=True)
-_WORK_DIR = flags.DEFINE_string('work_dir', '/tmp/alexnet_input_bench',
+_WORK_DIR = flags.DEFINE_string('work_dir',
+                                os.path.join(tempfile.gettempdir(), 'alexnet_input_bench'),
                                 'Where an image folder or archive is unpacked and prepared.')
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Grain worker counts to time.')
 _IMAGES = flags.DEFINE_integer('images', 2000, 'Images timed per single-core stage.')
