@@ -54,6 +54,7 @@ def test_crops_the_net_shrinks_to_nothing_are_refused(layout, towers, smallest):
   config.model.layout, config.model.towers = layout, towers
   assert model.smallest_crop(config.model) == smallest
   assert model.fc6_input_side(config.model, 224) == 6  # Figure 2: 6x6x256 into fc6.
+  assert model.pooled_sides(config.model, 224) == [27, 13, 6]  # Figure 2's pooled maps.
   config.data.crop_size = smallest - 1
   with pytest.raises(preflight.ConfigError,
                      match=rf'data.crop_size={smallest - 1}: .* Use data.crop_size >= '

@@ -188,20 +188,33 @@ def pool_maps(x: jax.Array, layer: ConvLayer, window: int, stride: int,
                      count_include_pad=True)
 
 
-def fc6_input_side(model: ml_collections.ConfigDict, crop: int) -> int:
-  """The side of the maps fc6 (the first fully connected layer) sees for `crop` x `crop`
-  inputs; 0 if the crop is too small."""
+def _map_sides(model: ml_collections.ConfigDict, crop: int) -> list[tuple[int, int | None]]:
+  """Per convolutional layer, for `crop` x `crop` inputs: the side of its maps, and of
+  them pooled (None: the layer does not pool); 0 once the crop is too small."""
   convs, _ = layer_plan(model)
-  size = crop
+  size, sides = crop, []
   for layer in convs:
     if layer.padding == 'convnet':
       pad = sum(_convnet_padding(size, layer.kernel, layer.stride))
     else:
       pad = 2 * layer.padding
     size = max(0, (size + pad - layer.kernel) // layer.stride + 1)
-    if layer.pool:
-      size = pooled_side(layer, size, model.pool_window, model.pool_stride)
-  return size
+    pooled = pooled_side(layer, size, model.pool_window, model.pool_stride) if layer.pool else None
+    sides.append((size, pooled))
+    size = size if pooled is None else pooled
+  return sides
+
+
+def fc6_input_side(model: ml_collections.ConfigDict, crop: int) -> int:
+  """The side of the maps fc6 (the first fully connected layer) sees for `crop` x `crop`
+  inputs; 0 if the crop is too small."""
+  size, pooled = _map_sides(model, crop)[-1]
+  return size if pooled is None else pooled
+
+
+def pooled_sides(model: ml_collections.ConfigDict, crop: int) -> list[int]:
+  """The side of the maps after each pooling layer, in order, for `crop` x `crop` inputs."""
+  return [pooled for _, pooled in _map_sides(model, crop) if pooled is not None]
 
 
 def smallest_crop(model: ml_collections.ConfigDict) -> int:
