@@ -79,6 +79,8 @@ def test_a_resumed_runs_results_are_the_uninterrupted_runs(
   straight, resumed = (json.loads((tmp_path / run / 'results.json').read_text())
                        for run in ('straight', 'resumed'))
   assert [h['step'] for h in straight['train_history']] == [2, 4, 6]
+  assert all(set(h) == {'step', 'loss', 'top1_error', 'top5_error'} and
+             0 <= h['top5_error'] <= h['top1_error'] <= 1 for h in straight['train_history'])
   for results in (straight, resumed):
     results.pop('workdir')
   assert resumed == straight

@@ -214,7 +214,9 @@ class Trainer:
     if 'log' in self.due(step):
       metrics.update(clock.window(step, self.config.train.batch_size))
       self.writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()})
-      self.train_history.append({'step': step, 'loss': metrics['loss']})
+      # The training errors too: against the validation curve, they show overfitting (§4).
+      self.train_history.append({'step': step, **{k: metrics[k] for k in (
+          'loss', 'top1_error', 'top5_error')}})
       self.window = []
     top5 = (f"top-5 err {100 * metrics['top5_error']:.1f}% "
             if self.config.model.num_classes > 5 else '')
