@@ -75,7 +75,9 @@ def test_frozen_layers_keep_the_files_weights(
   results = json.load(open(os.path.join(workdir, 'results.json')))
   assert 0 <= results['final']['centre_top1_error'] <= 1
 
-  # A resume reads its checkpoint, not the weights file (which may be gone by then).
+  # A resume reads its checkpoint, not the weights file (which may be gone by then). On a
+  # copy of the config: the fixture's is shared with the predict tests.
+  config = config.copy_and_resolve_references()
   config.model.pretrained = weights + '.moved'
   config.train.num_steps = 5
   train.train_and_evaluate(config, workdir)
