@@ -1,28 +1,32 @@
-"""The ablation study's report: each run's errors, its change against the baseline, the paper's.
+"""The ablation study's report: each variant's errors over its seeds, its change against the
+baseline with a confidence interval, and the paper's change beside it.
 
   python -m alexnet_jax.experiments.ablation_report --out=runs/ablation \
-      --baseline=runs/ablation/baseline_seed0,runs/ablation/baseline_seed1 \
-      --runs=runs/ablation/no_lrn_seed0,runs/ablation/one_tower_seed0
+      --baseline=runs/ablation/baseline_seed0,runs/ablation/baseline_seed1,... \
+      --runs=runs/ablation/no_lrn_seed0,runs/ablation/no_lrn_seed1,...
 
 Reads each workdir's config.json and results.json (written when a run finishes) and
-writes OUT/ablation_report.md, a Markdown table, and OUT/ablation_chart.png, the changes
-per variant beside the paper's (bar_chart.py). The ablation runner (ablation_runner.py)
-calls `write_report` after its runs.
+writes OUT/ablation_report.md, Markdown tables, and OUT/ablation_chart.png, the changes
+per variant with their intervals beside the paper's (bar_chart.py). The ablation runner
+(ablation_runner.py) calls `write_report` after its runs.
 
-For each run: its centre-patch and ten-patch top-1 and top-5 errors (§4.1), each with its
-change Δ against the baseline (the mean over the baseline's seeds) in percentage points,
-positive when the ablation raised the error; the change the paper states (`PAPER`;
-docs/paper.md, "Results to compare with") beside it; and a verdict for top-1 and top-5 on
-the ten-patch errors, the paper's test (the centre patch's when the runs were evaluated
-without ten patches).
-
-Noise: the baseline's seeds differ in initialisation, dropout, augmentation and data
-order, and nothing else. The noise band is the largest distance of a baseline seed from
-the baseline mean (with two seeds: half their range). A change inside the band is
-"within noise", whatever its direction: not a confirmation. With one baseline seed there
-is no band, and the verdict says so. The band is a rough guide, not a test: a variant's
-single run carries noise of its own, so more seeds (ablation_runner --seeds,
---variant_seeds) are the way to trust a change just outside it.
+Per variant (the baseline's runs are one group, each variant's another): the mean and
+standard deviation over its seeds of the centre-patch and ten-patch top-1 and top-5
+errors (§4.1); its change Δ, the variant's mean minus the baseline's in percentage
+points (positive when the ablation raised the error), with a 95% confidence interval
+(Welch's t, seed_statistics.py: the variant's seeds against the baseline's, with no
+assumption that their spreads are equal); the change the paper states (`PAPER`;
+docs/paper.md, "Results to compare with"); and a verdict for top-1 and top-5 on the
+ten-patch errors, the paper's test (the centre patch's when the runs were evaluated
+without ten patches). The verdict takes a side only where the interval excludes zero:
+"agrees" (a rise, as the paper states) or "opposite"; an interval holding zero is no
+evidence either way, whatever the sign of the mean change. An interval needs two seeds
+of the variant and two of the baseline (ablation_runner --seeds, --variant_seeds); with
+fewer the verdict gives only the direction. A variant whose pooled maps have other
+sizes than the baseline's at the study's crop (`map_sizes`: no_overlap at 112 px) gets
+no verdict: the paper compares nets whose maps keep their sizes. The variants of
+configs/ilsvrc2012.py not in the study are named, each with why (not run, or a variant of
+another scale: caffe's 227-px crops). A second table lists every run.
 
 A run is named by its config, not by its directory: the fields in which it differs from
 the baseline (besides the seeds and the fields saved_config.RESUMABLE lets a rerun change)
@@ -36,10 +40,12 @@ import json
 import os
 import statistics
 
+import ml_collections
 from absl import flags
 
 from alexnet_jax.configs import ilsvrc2012
-from alexnet_jax.experiments import bar_chart
+from alexnet_jax.experiments import bar_chart, seed_statistics
+from alexnet_jax.nn import model
 from alexnet_jax.run import saved_config, workdir as workdirs
 from alexnet_jax.runtime import command_line, errors
 
@@ -55,6 +61,9 @@ SEED_FIELDS = ('seed', 'data.shuffle_seed')
 _LENGTH_FIELDS = ('train.num_epochs', 'train.num_steps')  # Resumable, yet the scale.
 # A run differing from the baseline in one of these is of another scale or data set.
 _SCALE_FIELDS = ('data.', 'train.batch_size', 'model.num_classes') + _LENGTH_FIELDS
+# Of those, the ones a variant may set that make it a study of another scale (caffe's crop).
+_SIZE_FIELDS = ('data.image_size', 'data.crop_size', 'train.batch_size', 'model.num_classes'
+                ) + _LENGTH_FIELDS
 
 
 class ReportError(errors.UserError, ValueError):
@@ -121,52 +130,56 @@ class Run:
   def scale(self) -> str:
     """Image and crop size, training length and batch, from its config.json."""
     d, t = self.config['data'], self.config['train']
-    length = f"{t['num_steps']} steps" if t['num_steps'] > 0 else f"{t['num_epochs']:g} epochs"
+    length = (f"{t['num_steps']} steps" if t['num_steps'] > 0 else
+              f"{t['num_epochs']:g} epoch{'s' * (t['num_epochs'] != 1)}")
     return f"{d['image_size']}/{d['crop_size']} px, {length}, batch {t['batch_size']}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-  """One error rate of one run against the paper's statement and the noise band."""
+  """One error rate of one variant against the paper's statement, on its interval."""
   stated: bool  # The paper states a change of this error rate (always a rise).
-  delta: float  # The measured change against the baseline mean, in points.
-  band: float | None  # The noise band's half-width; None: one baseline seed, no band.
-
-  @property
-  def agrees(self) -> bool:
-    """The measured change has the paper's direction (every stated change is a rise)."""
-    return self.delta > 0
-
-  @property
-  def within_noise(self) -> bool | None:
-    return None if self.band is None else abs(self.delta) <= self.band
+  difference: seed_statistics.Difference  # The variant's mean minus the baseline's.
+  other_maps: bool = False  # Its maps have other sizes than the baseline's (map_sizes).
 
   def text(self) -> str:
     if not self.stated:
       return '—'
-    direction = ('same direction' if self.agrees else
-                 'no change' if self.delta == 0 else 'opposite direction')
-    if self.within_noise is None:
-      return f'{direction}, no noise band'
-    if self.within_noise:
-      return f'within noise ({direction})'
-    return 'agrees (beyond noise)' if self.agrees else 'opposite (beyond noise)'
+    if self.other_maps:
+      return "not the paper's comparison (other map sizes)"
+    delta = self.difference.delta
+    direction = ('same direction' if delta > 0 else
+                 'no change' if delta == 0 else 'opposite direction')
+    if self.difference.excludes_zero is None:
+      return f'{direction}, no interval (one seed)'
+    if not self.difference.excludes_zero:
+      return f'interval includes 0 ({direction})'
+    return 'agrees' if delta > 0 else 'opposite'
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+  """One run, and its errors' changes against the baseline's mean."""
   run: Run
   name: str  # 'baseline' or the variant's name in configs/ilsvrc2012.py.
   deltas: dict[str, float]  # As Run.errors: the change against the baseline mean.
-  verdicts: dict[str, Verdict]  # 'top1', 'top5' -> verdict; empty for the baseline.
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """The runs of one variant (or the baseline's), over their seeds."""
+  name: str
+  seeds: list[int]
+  summaries: dict[str, seed_statistics.Summary]  # As Run.errors: over the seeds.
+  differences: dict[str, seed_statistics.Difference]  # As Run.errors; baseline: empty.
+  verdicts: dict[str, Verdict]  # 'top1', 'top5' -> verdict; baseline: empty.
+  other_maps: str | None  # map_sizes' note when its map sizes are not the baseline's.
 
 
 @dataclasses.dataclass(frozen=True)
 class Study:
   prefix: str  # 'ten_patch' or 'centre': the errors the verdicts and the chart use.
-  seeds: list[int]  # The baseline's.
-  mean: dict[str, float]  # The baseline's mean error, as Run.errors.
-  band: dict[str, float | None]  # The noise band's half-width; None with one seed.
+  groups: list[Group]  # The baseline's, then the variants' in the order first given.
   rows: list[Row]  # The baseline's runs, then the others in the order given.
 
 
@@ -273,39 +286,75 @@ def _check_baseline(baseline: list[Run]) -> None:
                       'estimate of the noise. Give runs with different seeds.')
 
 
-def _band(values: list[float]) -> float | None:
-  """The noise band's half-width: the largest distance of a seed from their mean."""
-  if len(values) < 2:
+def map_sizes(baseline: ml_collections.ConfigDict, variant: ml_collections.ConfigDict,
+              name: str, crop: int) -> str | None:
+  """None when the `variant` net's pooled maps have the `baseline` net's sides at
+  `crop`-px crops (as every variant's have at the paper's 224 px); else a note saying so.
+
+  The paper compares nets whose maps keep their sizes (§3.4: pooling z=2 against z=3,
+  "which produces output of the same dimensions"); at a smaller crop a variant can change
+  them, and with them what fc6 sees, and then measures something else.
+  """
+  have, want = (model.pooled_sides(m, crop) for m in (variant, baseline))
+  if have == want:
     return None
-  mean = statistics.fmean(values)
-  return max(abs(v - mean) for v in values)
+  same = [c for c in range(crop // 2, 2 * crop + 1)
+          if model.pooled_sides(variant, c) == model.pooled_sides(baseline, c)]
+  ranges = []
+  for c in same:
+    if ranges and c == ranges[-1][1] + 1:
+      ranges[-1][1] = c
+    else:
+      ranges.append([c, c])
+  near = ', '.join(f'{a}-{b}' if a != b else f'{a}' for a, b in ranges)
+  sides = lambda values: ', '.join(f'{v}x{v}' for v in values)
+  return (f'At {crop}-px crops the pooled maps of {name} are {sides(have)} against the '
+          f"baseline's {sides(want)}, so fc6 sees {have[-1]}x{have[-1]} positions, not "
+          f"{want[-1]}x{want[-1]}: not the paper's comparison, which keeps the sizes. Crops "
+          f'from {crop // 2} to {2 * crop} px that keep them: {near or "none"}.')
+
+
+def _model(run: Run) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(run.config['model'])
 
 
 def compare(baseline: list[Run], runs: list[Run]) -> Study:
-  """Each run against the baseline's mean, its noise band and the paper's statement."""
+  """Each variant's runs against the baseline's: changes, intervals, the paper's statement."""
   _check_baseline(baseline)
   names = [identify(run, baseline[0]) for run in runs]
   for run, name in zip(runs, names):
     if name == 'baseline':
       raise ReportError(f'{run.workdir} has the baseline\'s config (seed {run.seed}): give '
-                        'it with the baseline runs, where it counts toward the noise band.')
+                        'it with the baseline runs, where it counts toward their spread.')
   everything = baseline + runs
+  everyone = ['baseline'] * len(baseline) + names
   common = set.intersection(*(set(run.errors) for run in everything))
   prefix = 'ten_patch' if all(f'ten_patch_{t}' in common for t in TOPS) else 'centre'
-  mean = {m: statistics.fmean(run.errors[m] for run in baseline) for m in common}
-  band = {m: _band([run.errors[m] for run in baseline]) for m in common}
-  rows = []
-  for run, name in zip(everything, ['baseline'] * len(baseline) + names):
-    deltas = {m: run.errors[m] - mean[m] for m in common}
-    verdicts = {}
+  base = {m: [run.errors[m] for run in baseline] for m in common}
+  mean = {m: statistics.fmean(values) for m, values in base.items()}
+  groups = []
+  for name in dict.fromkeys(everyone):
+    members = [run for run, n in zip(everything, everyone) if n == name]
+    seeds = [run.seed for run in members]
+    repeated = [run.workdir for run in members if seeds.count(run.seed) > 1]
+    if repeated:
+      raise ReportError(f'Runs of {name} share seeds ({seeds}): {", ".join(repeated)}. A '
+                        'repeated seed is no estimate of the spread: give each seed once.')
+    values = {m: [run.errors[m] for run in members] for m in common}
+    summaries = {m: seed_statistics.summary(v) for m, v in values.items()}
+    differences, verdicts, other_maps = {}, {}, None
     if name != 'baseline':
+      differences = {m: seed_statistics.difference(v, base[m]) for m, v in values.items()}
+      other_maps = map_sizes(_model(baseline[0]), _model(members[0]), name,
+                             baseline[0].config['data']['crop_size'])
       effect = PAPER.get(name)
-      for top in TOPS:
-        metric = f'{prefix}_{top}'
-        stated = effect is not None and getattr(effect, top) is not None
-        verdicts[top] = Verdict(stated, deltas[metric], band[metric])
-    rows.append(Row(run, name, deltas, verdicts))
-  return Study(prefix, [run.seed for run in baseline], mean, band, rows)
+      verdicts = {top: Verdict(effect is not None and getattr(effect, top) is not None,
+                               differences[f'{prefix}_{top}'], other_maps is not None)
+                  for top in TOPS}
+    groups.append(Group(name, seeds, summaries, differences, verdicts, other_maps))
+  rows = [Row(run, name, {m: run.errors[m] - mean[m] for m in common})
+          for run, name in zip(everything, everyone)]
+  return Study(prefix, groups, rows)
 
 
 def _cell(row: Row, metric: str) -> str:
@@ -322,95 +371,147 @@ def _paper_cell(name: str) -> str:
   return f'{texts[0]} / {texts[1]} ({effect.section})'
 
 
-def _band_line(study: Study) -> str:
-  n = len(study.seeds)
-  seeds = ', '.join(map(str, study.seeds))
-  if n < 2:
-    return (f'Baseline: one seed ({seeds}), so no noise band: the verdicts give only the '
-            'direction. Run more seeds (ablation_runner --seeds=2 or more) before reading '
-            'anything into a change.')
-  spread = 'half the range of the two seeds' if n == 2 else (
-      'the largest distance of a seed from the mean')
-  parts = []
-  for top in TOPS:
-    metric = f'{study.prefix}_{top}'
-    text = f'{_TOP_NAMES[top]} {study.mean[metric]:.2f} ± {study.band[metric]:.2f}'
-    if n > 2:
-      runs = [row.run.errors[metric] for row in study.rows if row.name == 'baseline']
-      text += f' (standard deviation {statistics.stdev(runs):.2f})'
-    parts.append(text)
-  return (f'Baseline: {n} seeds ({seeds}); {PREFIXES[study.prefix]} error '
-          f'{", ".join(parts)}. The noise band (±) is {spread}: a change inside it is '
-          'within noise, not a confirmation.')
+def _shown(workdir: str, folder: str) -> str:
+  """`workdir` from `folder` when inside it (a study's own runs), else in full."""
+  relative = os.path.relpath(workdir, folder)
+  return workdir if relative.startswith('..') else relative
 
 
-def markdown(study: Study, chart: str | None) -> str:
-  """The report: what it compares, the table, the chart (a file beside it; None: none)
-  and notes on the variants in it."""
+def not_run(study: Study) -> list[tuple[str, str]]:
+  """The variants of configs/ilsvrc2012.py the study lacks, each with why it cannot be
+  compared at this study's scale, or that it was not run."""
+  config = study.rows[0].run.config
+  have = {group.name for group in study.groups}
+  missing = []
+  for name, (_, fields) in ilsvrc2012.VARIANTS.items():
+    if name in have:
+      continue
+    scale = {f: v for f, v in fields.items() if f in _SIZE_FIELDS}
+    if scale:
+      now = ', '.join(f'{f}={_value(config, f)!r}' for f in scale)
+      wants = ', '.join(f'{f}={v!r}' for f, v in scale.items())
+      reason = (f'it sets {wants}, another scale than this study\'s ({now}): compare it '
+                'in a study at its scale')
+    elif all(_value(config, f) == v for f, v in _variant_fields(name).items()):
+      reason = 'the baseline here already has its fields (an override of the study)'
+    else:
+      reason = 'not run in this study (ablation_runner --variants)'
+    missing.append((name, reason))
+  return missing
+
+
+def _value(config: dict, field: str):
+  section, name = field.split('.')
+  return config[section][name]
+
+
+def _seeds_line(study: Study) -> str:
+  """How many seeds each variant had: one number when all had the same seeds."""
+  seeds = {tuple(group.seeds) for group in study.groups}
+  if len(seeds) == 1:
+    [same] = seeds
+    n = len(same)
+    return (f'{n} seed{"s" * (n > 1)} per variant, the baseline included (seeds '
+            f'{", ".join(map(str, same))}).')
+  return 'Seeds: ' + '; '.join(f'{g.name} {", ".join(map(str, g.seeds))}'
+                               for g in study.groups) + '.'
+
+
+def markdown(study: Study, chart: str | None, folder: str) -> str:
+  """The report: what it compares, the variants' table, the chart (a file beside it;
+  None: none), notes on the variants in it, and every run, its workdir relative to the
+  report's `folder`."""
   first = study.rows[0].run
   data = first.config['data']
   # The folder by its own name: the report names no machine's path.
-  folder = os.path.basename(data['folder'].rstrip('/'))
-  source = ' '.join(filter(None, (data['source'], folder, data['name'])))
+  source = ' '.join(filter(None, (data['source'], os.path.basename(data['folder'].rstrip('/')),
+                                  data['name'])))
+  test = PREFIXES[study.prefix]
   lines = [
       '# Ablations against the paper',
       '',
       f"Data: {source}, evaluated on its {data['eval_split']} split ({first.count} "
-      'images). Errors in %; in brackets the change Δ against the baseline mean, in '
-      'percentage points, positive when the ablation raised the error. The paper\'s '
-      'changes are stated the same way. '
-      f'Verdicts compare the {PREFIXES[study.prefix]} errors (§4.1).',
+      f'images); scale: {first.scale()}. {_seeds_line(study)}',
       '',
-      _band_line(study),
+      'Errors in %, the mean ± standard deviation over the seeds. Δ: the variant\'s mean '
+      'minus the baseline\'s, in percentage points, positive when the ablation raised the '
+      f'error, on the {test} errors (§4.1), with its 95% interval in brackets (Welch\'s t: '
+      'the variant\'s seeds against the baseline\'s). The paper\'s changes are stated the '
+      'same way. A verdict takes a side only where the interval excludes zero.',
       '',
-      '| run | seed | scale | centre top-1 (Δ) | centre top-5 (Δ) | 10-patch top-1 (Δ) '
-      '| 10-patch top-5 (Δ) | paper Δ top-1 / top-5 | verdict top-1 | verdict top-5 |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      *_variants_table(study),
   ]
-  for row in study.rows:
-    verdicts = ([row.verdicts[t].text() for t in TOPS] if row.verdicts
-                else ['baseline seed'] * 2)
-    cells = [row.name, str(row.run.seed), row.run.scale(),
-             *(_cell(row, f'{p}_{t}') for p in PREFIXES for t in TOPS),
-             _paper_cell(row.name), *verdicts]
-    lines.append('| ' + ' | '.join(cells) + ' |')
+  absent = not_run(study)
+  if absent:
+    lines += ['', f'Not in this study ({len(absent)} of the {len(ilsvrc2012.VARIANTS)} '
+              'variants of configs/ilsvrc2012.py):',
+              *(f'- {name}: {reason}.' for name, reason in absent)]
   if chart:
-    lines += ['', f'![Changes against the baseline, measured and the paper\'s]({chart})']
-  notes = [f'- {name} ({PAPER[name].section}): {PAPER[name].note}'
-           for name in dict.fromkeys(row.name for row in study.rows) if name in PAPER]
+    lines += ['', f'![Changes against the baseline with their 95% intervals, and the '
+              f"paper's]({chart})"]
+  notes = [f'- {group.name} ({PAPER[group.name].section}): {PAPER[group.name].note}'
+           for group in study.groups if group.name in PAPER]
   if notes:
     lines += ['', 'What the paper states (changes on ILSVRC-2012 after about 90 epochs; a '
               'smaller data set and a shorter run need not show them):', *notes]
-  lines += ['', 'Workdirs:', *(f'- {row.name} seed {row.run.seed}: {row.run.workdir}'
-                               for row in study.rows)]
+  other = [f'- {group.name}: {group.other_maps}' for group in study.groups if group.other_maps]
+  if other:
+    lines += ['', 'Map sizes (model.pooled_sides):', *other]
+  lines += ['', 'Every run: its errors in %, in brackets the change against the baseline\'s '
+            'mean; its workdir from this report\'s folder.', '',
+            '| run | seed | centre top-1 (Δ) | centre top-5 (Δ) | 10-patch top-1 (Δ) '
+            '| 10-patch top-5 (Δ) | workdir |',
+            '|---|---|---|---|---|---|---|']
+  for row in study.rows:
+    cells = [row.name, str(row.run.seed), *(_cell(row, f'{p}_{t}') for p in PREFIXES
+                                             for t in TOPS),
+             _shown(row.run.workdir, folder)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
 
+def _variants_table(study: Study) -> list[str]:
+  """The table of the variants: errors over the seeds, changes, the paper's, verdicts."""
+  test = PREFIXES[study.prefix]
+  lines = [f'| variant | seeds | centre top-1 | centre top-5 | {test} top-1 | {test} top-5 '
+           '| Δ top-1 [95%] | Δ top-5 [95%] | paper Δ top-1 / top-5 | verdict top-1 '
+           '| verdict top-5 |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for group in study.groups:
+    errors = [group.summaries[f'{p}_{t}'].text() if f'{p}_{t}' in group.summaries else '—'
+              for p in PREFIXES for t in TOPS]
+    if group.name == 'baseline':
+      changes, verdicts = ['', ''], ['', '']
+    else:
+      changes = [group.differences[f'{study.prefix}_{t}'].text() for t in TOPS]
+      verdicts = [group.verdicts[t].text() for t in TOPS]
+    cells = [group.name, ', '.join(map(str, group.seeds)), *errors, *changes,
+             _paper_cell(group.name), *verdicts]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
 def draw_chart(study: Study, path: str) -> tuple[int, int]:
-  """Per variant, the mean measured change beside the paper's, on the noise band."""
-  variants = list(dict.fromkeys(row.name for row in study.rows if row.name != 'baseline'))
+  """Per variant, the measured change with its interval beside the paper's."""
+  variants = [group for group in study.groups if group.name != 'baseline']
   panels = []
   for top in TOPS:
     metric = f'{study.prefix}_{top}'
-    measured, measured_labels, paper, paper_labels = [], [], [], []
-    for name in variants:
-      deltas = [row.deltas[metric] for row in study.rows if row.name == name]
-      measured.append(statistics.fmean(deltas))
-      measured_labels.append(f'{measured[-1]:+.2f}' + (f' (n={len(deltas)})'
-                                                        if len(deltas) > 1 else ''))
-      stated = getattr(PAPER[name], top) if name in PAPER else None
-      paper.append(stated.value if stated else None)
-      paper_labels.append(stated.text if stated else 'not stated')
-    band = study.band[metric]
+    differences = [group.differences[metric] for group in variants]
+    stated = [getattr(PAPER[g.name], top) if g.name in PAPER else None for g in variants]
     panels.append(bar_chart.Panel(
         f'{PREFIXES[study.prefix]} {_TOP_NAMES[top]} error: change against the baseline '
         '(points)',
-        {'measured': measured, 'paper': paper},
-        {'measured': measured_labels, 'paper': paper_labels}, band,
-        f'baseline noise ±{band:.2f} ({len(study.seeds)} seeds)' if band is not None
-        else ''))
+        {'measured': [d.delta for d in differences],
+         'paper': [s.value if s else None for s in stated]},
+        {'measured': [f'{d.delta:+.2f} (n={len(g.seeds)})'
+                      for d, g in zip(differences, variants)],
+         'paper': [s.text if s else 'not stated' for s in stated]},
+        {'measured': [(d.low, d.high) if d.low is not None else None for d in differences]}))
+  intervals = any(d.low is not None for g in variants for d in g.differences.values())
   return bar_chart.draw(path, 'Ablations: error change against the baseline',
-                        variants, ['measured', 'paper'], panels)
+                        [group.name for group in variants], ['measured', 'paper'], panels,
+                        "measured's 95% interval (Welch)" if intervals else '')
 
 
 def write_report(baseline: list[str], runs: list[str], out: str) -> tuple[str, str, str]:
@@ -419,7 +520,7 @@ def write_report(baseline: list[str], runs: list[str], out: str) -> tuple[str, s
   study = compare([load_run(w) for w in baseline], [load_run(w) for w in runs])
   os.makedirs(out, exist_ok=True)
   report, chart = os.path.join(out, REPORT), os.path.join(out, CHART)
-  text = markdown(study, CHART if runs else None)
+  text = markdown(study, CHART if runs else None, out)
   with open(report, 'w') as f:
     f.write(text)
   if runs:

@@ -2,7 +2,7 @@
 named variants of configs/ilsvrc2012.py, then the report (ablation_report.py).
 
   python -m alexnet_jax.experiments.ablation_runner --out=runs/ablation \
-      --variants=no_lrn,no_overlap,one_tower,no_dropout --seeds=2 \
+      --variants=no_lrn,no_overlap,one_tower,no_dropout --seeds=3 --variant_seeds=3 \
       [--image_size=N --crop_size=N --epochs=N --batch_size=N] [--config.FIELD=VALUE ...] \
       [--dry_run]
 
@@ -23,7 +23,8 @@ CPU):
       --config.train.log_every_steps=50 --config.data.worker_count=1
 
 Each run prints its own ETA, and the runner the time it estimates for the runs left, from
-the runs it has finished; docs/results.md, "Ablations", says what the published study took.
+the runs it has finished (their times, summed over resumptions, in OUT/run_seconds.json);
+docs/results.md, "Ablations", says what the published study took.
 
 It first prepares the data once (`python -m alexnet_jax.data.prepare`, a no-op when
 done), then runs, one after another, each in its own workdir OUT/<name>_seed<k>:
@@ -31,10 +32,11 @@ done), then runs, one after another, each in its own workdir OUT/<name>_seed<k>:
   python -m alexnet_jax.main --config=configs/ilsvrc2012.py[:VARIANT] --workdir=... \
       [scale knobs] [--config.* overrides] --config.seed=k --config.data.shuffle_seed=k
 
-The baseline runs seeds 0..--seeds-1 (their spread is the report's noise band), each
-variant seeds 0..--variant_seeds-1. Every run gets the same overrides; the scale knobs
-are short for --config.data.image_size, data.crop_size, train.num_epochs and
-train.batch_size. `--dry_run` prints the commands and runs nothing.
+The baseline runs seeds 0..--seeds-1, each variant seeds 0..--variant_seeds-1 (3 and 3
+by default: the report's interval for a variant's change needs at least 2 of each).
+Every run gets the same overrides; the scale knobs are short for
+--config.data.image_size, data.crop_size, train.num_epochs and train.batch_size.
+`--dry_run` prints the commands and runs nothing.
 
 Rerun the same command after a kill, a Ctrl-C or a failure: finished runs (results.json
 with the training complete) are skipped and the interrupted one resumes from its last
@@ -51,6 +53,8 @@ and checked: the fields (preflight.py), that no override undoes its variant (one
 mesh.tower=1, say), the mesh on `host_devices` forced CPU devices (a CPU machine needs
 --config.host_devices=2: one device per tower for the baseline; one_tower then splits
 the batch over both), and that a workdir of an earlier, different study is not reused.
+A variant whose maps change size at the study's crop (no_overlap at 112 px, say) is
+named in a note: the paper's comparison keeps the sizes (ablation_report.map_sizes).
 """
 
 import dataclasses
@@ -70,7 +74,7 @@ from ml_collections import config_flags
 
 from alexnet_jax.configs import ilsvrc2012
 from alexnet_jax.experiments import ablation_report
-from alexnet_jax.run import saved_config, workdir as workdirs
+from alexnet_jax.run import saved_config
 from alexnet_jax.runtime import chrono, command_line, errors
 from alexnet_jax.training import preflight, sharding
 
@@ -136,7 +140,7 @@ def plan(out: str, variants: list[str], seeds: int, variant_seeds: int,
                      f'{", ".join(ilsvrc2012.VARIANTS)}.')
   if seeds < 1 or variant_seeds < 1:
     raise StudyError(f'--seeds={seeds} and --variant_seeds={variant_seeds}: each must be at '
-                     'least 1 (--seeds=2 or more gives the report a noise band).')
+                     'least 1 (2 or more of each give the report an interval for each change).')
   given = override_fields(overrides)
   seed_fields = ablation_report.SEED_FIELDS
   for field in seed_fields:
@@ -213,6 +217,18 @@ def check(runs: list[PlannedRun]) -> None:
       raise StudyError(f'{run.title}: {e}') from e
 
 
+def map_notes(runs: list[PlannedRun]) -> list[str]:
+  """For each variant whose maps have other sizes than the baseline's at the study's crop,
+  what the report will say of it (ablation_report.map_sizes)."""
+  baseline = next(run.config for run in runs if run.name == 'baseline')
+  notes = {}
+  for run in runs:
+    if run.name != 'baseline' and run.name not in notes:
+      notes[run.name] = ablation_report.map_sizes(baseline.model, run.config.model, run.name,
+                                                  baseline.data.crop_size)
+  return [note for note in notes.values() if note]
+
+
 def unfinished(run: PlannedRun) -> str | None:
   """Why the run has not yet trained as long as its config asks; None when it has."""
   config = json.loads(run.config.to_json_best_effort())
@@ -235,8 +251,10 @@ def _machine_fields(config: dict, values: dict[str, str]) -> dict:
 
 
 def _write_json(tree: dict, path: str) -> None:
-  with open(path, 'w') as f:
+  """Written whole or not at all: a kill mid-write leaves the file as it was."""
+  with open(path + '.partial', 'w') as f:
     json.dump(tree, f, indent=2)
+  os.replace(path + '.partial', path)
 
 
 def restore_kept(runs: list[PlannedRun], kept: str) -> list[str]:
@@ -287,6 +305,34 @@ def _run(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, previous)
 
 
+# OUT/run_seconds.json: each run's seconds of training so far (its commands' wall time,
+# summed over the sessions that resumed it), so that a study resumed in a new process
+# still estimates the time left.
+SECONDS = 'run_seconds.json'
+
+
+def _read_seconds(out: str) -> dict[str, float]:
+  try:
+    with open(os.path.join(out, SECONDS)) as f:
+      return json.load(f)
+  except (OSError, ValueError):  # None yet, or unreadable: only the estimate waits.
+    return {}
+
+
+def _estimate(runs: list[PlannedRun], left: list[PlannedRun], spent: dict[str, float]) -> str:
+  """' (about ... left for N runs, ...)' from the mean time of the finished runs whose time
+  was recorded, less what the runs left have already had; '' before any."""
+  finished = [spent[name] for name in (os.path.basename(r.workdir) for r in runs
+                                       if r not in left) if name in spent]
+  if not finished:
+    return ''
+  mean = sum(finished) / len(finished)
+  seconds = sum(max(mean - spent.get(os.path.basename(r.workdir), 0.0), 0.0) for r in left)
+  return (f' (about {chrono.format_duration(seconds)} left for {len(left)} '
+          f'run{"s" * (len(left) > 1)}, at the mean time of the {len(finished)} finished '
+          f'run{"s" * (len(finished) > 1)} timed)')
+
+
 def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False,
               kept: str | None = None) -> int:
   """Prepares the data, runs what has not finished, then writes the report; the exit
@@ -308,22 +354,18 @@ def run_study(runs: list[PlannedRun], out: str, dry_run: bool = False,
     return code
   print(f'{len(runs) - len(todo)} of {len(runs)} runs finished before; {len(todo)} to run.',
         flush=True)
-  durations, done = [], 0  # Seconds of the runs made from their start; runs made.
+  spent = _read_seconds(out)
   for i, run in enumerate(runs, 1):
     if run not in todo:
       print(f'[{i}/{len(runs)}] {run.title}: finished ({run.workdir}), skipped', flush=True)
       continue
-    left = len(todo) - done
-    estimate = (f' (about {chrono.format_duration(left * sum(durations) / len(durations))} '
-                f'left for {left} run{"s" * (left > 1)}, at the mean time of the whole runs so '
-                'far)' if durations else '')
-    print(f'[{i}/{len(runs)}] {run.title}{estimate}: {shlex.join(run.argv)}', flush=True)
-    whole = not os.path.isdir(workdirs.Workdir(run.workdir).checkpoints)  # Not a resume.
+    print(f'[{i}/{len(runs)}] {run.title}{_estimate(runs, todo[todo.index(run):], spent)}: '
+          f'{shlex.join(run.argv)}', flush=True)
     started = time.time()
     code = _run(run.argv)
-    done += 1
-    if whole:
-      durations.append(time.time() - started)
+    name = os.path.basename(run.workdir)
+    spent[name] = spent.get(name, 0.0) + time.time() - started
+    _write_json(spent, os.path.join(out, SECONDS))
     reason = unfinished(run)
     if not reason and kept:
       keep(run, kept)
@@ -352,6 +394,8 @@ def main(argv, overrides: list[str]):
     for title in restore_kept(runs, kept):
       print(f'{title}: finished earlier, restored from {kept}', flush=True)
   check(runs)  # Restored runs too: a kept run of another study is refused.
+  for note in map_notes(runs):
+    print(f'Note: {note}', flush=True)
   return run_study(runs, os.path.abspath(os.path.expanduser(f.out)), f.dry_run, kept)
 
 
@@ -360,9 +404,9 @@ if __name__ == '__main__':
                       'report.', required=True)
   flags.DEFINE_list('variants', list(DEFAULT_VARIANTS), f'Variants of {CONFIG} to run: '
                     f'any of {", ".join(ilsvrc2012.VARIANTS)}.')
-  flags.DEFINE_integer('seeds', 2, 'Baseline runs, seeds 0..N-1: their spread is the noise '
-                       'band.')
-  flags.DEFINE_integer('variant_seeds', 1, 'Runs of each variant, seeds 0..N-1.')
+  flags.DEFINE_integer('seeds', 3, 'Baseline runs, seeds 0..N-1.')
+  flags.DEFINE_integer('variant_seeds', 3, 'Runs of each variant, seeds 0..N-1 (an interval '
+                       'for its change needs 2 or more).')
   flags.DEFINE_integer('image_size', None, 'data.image_size of every run.')
   flags.DEFINE_integer('crop_size', None, 'data.crop_size of every run.')
   flags.DEFINE_float('epochs', None, 'train.num_epochs of every run.')
