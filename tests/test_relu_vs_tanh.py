@@ -107,10 +107,30 @@ def test_fastest_rate_per_activation_and_the_ratio():
                                        'epochs_to_threshold': [2, 3],
                                        'mean_epochs_to_threshold': 2.5}
   assert result['fastest']['tanh']['epochs_to_threshold'] == [12, 15]
-  assert result['ratio_tanh_to_relu'] == pytest.approx(13.5 / 2.5)
+  assert result['ratio_tanh_to_relu'] == pytest.approx(13.5 / 2.5)  # Of the mean epochs.
+  assert result['ratio_tanh_to_relu_by_seed'] == {'0': 12 / 2, '1': 15 / 3}
+  assert result['ratio_tanh_to_relu_range'] == [5.0, 6.0]
   assert result['paper_ratio'] == 6.0 and result['threshold'] == 0.25
   never = relu_vs_tanh.summarise(runs[:4] + runs[6:], {'epochs': 20})
   assert never['fastest']['tanh'] is None and never['ratio_tanh_to_relu'] is None
+  assert never['ratio_tanh_to_relu_by_seed'] == {} and never['ratio_tanh_to_relu_range'] is None
+
+
+def test_the_sweep_reports_the_ratio_seed_by_seed(tmp_path, monkeypatch):
+  def fake_run(data, mean, *, activation, seed, learning_rate, **unused):
+    errors_per_epoch = ([0.5, 0.2] if activation == 'relu' else
+                        [0.5] * (4 + 2 * seed) + [0.2])  # tanh: 5 epochs, then 7.
+    return {**run(activation, learning_rate, seed, errors_per_epoch),
+            'seconds_per_epoch': [1.0] * len(errors_per_epoch)}
+
+  monkeypatch.setattr(relu_vs_tanh, 'train_run', fake_run)
+  lines = []
+  result = relu_vs_tanh.run_sweep(str(make_folder(tmp_path / 'images')), str(tmp_path / 'out'),
+                                  epochs=8, seeds=[0, 1], batch_size=8, report=lines.append,
+                                  learning_rates={'relu': [0.1], 'tanh': [0.1]})
+  assert result['ratio_tanh_to_relu'] == 3.0 and result['ratio_tanh_to_relu_range'] == [2.5, 3.5]
+  assert lines[-1].startswith('tanh needs 3.00x the epochs of ReLU to reach 25%, seed by seed '
+                              '2.50x to 3.50x (paper: 6x).')
 
 
 @pytest.mark.slow
@@ -161,6 +181,16 @@ def test_an_interrupted_sweep_resumes_after_its_last_finished_run(tmp_path, monk
       ('relu', 0.1), ('tanh', 0.1), ('tanh', 0.2)]
   assert result['ratio_tanh_to_relu'] == 1.5
   assert json.loads((out / 'figure1.json').read_text())['runs'] == result['runs']
+  # A finished sweep run again trains nothing and writes its record and figure anew.
+  (out / 'figure1.png').unlink()
+  (out / 'figure1.json').write_text(json.dumps({**result, 'ratio_tanh_to_relu': None}))
+  lines = []
+  again = relu_vs_tanh.run_sweep(str(folder), str(out), **{**sweep, 'report': lines.append},
+                                 learning_rates={'relu': [0.1], 'tanh': [0.1, 0.2]})
+  assert len(trained) == 3 and again == result and (out / 'figure1.png').exists()
+  assert json.loads((out / 'figure1.json').read_text())['ratio_tanh_to_relu'] == 1.5
+  assert sorted(p.name for p in out.iterdir()) == ['figure1.json', 'figure1.png']  # No .partial.
+  assert lines[-1].startswith('tanh needs 1.50x the epochs of ReLU to reach 25% (paper: 6x).')
   with pytest.raises(errors.UserError, match=r'other settings \(epochs 3 there, 4 now\)'):
     relu_vs_tanh.run_sweep(str(folder), str(out), **{**sweep, 'epochs': 4},
                            learning_rates={'relu': [0.1], 'tanh': [0.1]})

@@ -15,7 +15,9 @@ the seeds) wins. Writes, to `--out`, after every run:
 
   figure1.png   training error against epochs of the winning rates (every seed): ReLU
                 solid, tanh dashed, the 25% line dotted.
-  figure1.json  every run's curve, the winners' epochs to 25% and their ratio (paper: 6).
+  figure1.json  every run's curve, the winners' epochs to 25% and their ratio (paper: 6),
+                of the means and seed by seed (`ratio_tanh_to_relu`, `..._by_seed`,
+                `..._range`).
 
 Run again with the same `--out` and settings, the command resumes an interrupted sweep: the
 runs figure1.json records are kept, an unfinished run goes on from its last epoch (a
@@ -183,16 +185,24 @@ def fastest(runs: Sequence[dict], activation: str) -> dict | None:
 
 def summarise(runs: Sequence[dict], settings: dict) -> dict:
   """The JSON record: the sweep's `settings` (epochs, batch_size, ...), every run, the
-  winners and their ratio (tanh / ReLU)."""
+  winners and their ratio (tanh / ReLU): of their mean epochs to 25%, and seed by seed
+  (the winners' runs of one seed against each other) with the range of those."""
   best = {activation: fastest(runs, activation) for activation in ACTIVATIONS}
-  ratio = None
+  ratio, by_seed = None, {}
   if best['relu'] and best['tanh']:
     ratio = best['tanh']['mean_epochs_to_threshold'] / best['relu']['mean_epochs_to_threshold']
+    relu, tanh = ({seed: epochs for seed, epochs in zip(best[a]['seeds'],
+                                                         best[a]['epochs_to_threshold'])}
+                  for a in ACTIVATIONS)
+    by_seed = {str(seed): tanh[seed] / relu[seed] for seed in relu if seed in tanh}
   return {'threshold': THRESHOLD, **settings,
           'momentum': figure1.get_config().optimizer.momentum,
           'train_error_definition': 'share of the training images misclassified during '
                                     'the epoch, before each update',
           'runs': list(runs), 'fastest': best, 'ratio_tanh_to_relu': ratio,
+          'ratio_tanh_to_relu_by_seed': by_seed,
+          'ratio_tanh_to_relu_range': ([min(by_seed.values()), max(by_seed.values())]
+                                       if by_seed else None),
           'paper_ratio': PAPER_RATIO}
 
 
@@ -287,7 +297,6 @@ def run_sweep(source: str, out: str, *, epochs: int, learning_rates: dict[str, S
          f'classes; {len(plan)} runs of {epochs} epochs'
          + (f', {len(runs)} of them finished earlier (in {out}/figure1.json).' if runs else '.'))
   epoch_seconds = [s for run in runs for s in run['seconds_per_epoch'][1:]]
-  result = summarise(runs, settings)
   done = {(run['activation'], run['learning_rate'], run['seed']) for run in runs}
   for activation, rate, seed in (p for p in plan if p not in done):
     run = train_run(data, mean, activation=activation, learning_rate=rate, seed=seed,
@@ -296,20 +305,28 @@ def run_sweep(source: str, out: str, *, epochs: int, learning_rates: dict[str, S
                     partial=os.path.join(out, f'unfinished_{activation}_{rate:g}_{seed}'))
     runs.append(run)
     epoch_seconds += run['seconds_per_epoch'][1:]  # The first epoch also compiles.
-    result = summarise(runs, settings)
-    with open(os.path.join(out, 'figure1.json'), 'w') as f:
-      json.dump(result, f, indent=1)
-    draw_figure(os.path.join(out, 'figure1.png'), result)
+    _written(runs, settings, out)  # After each run: a sweep of hours shows its progress.
     left = (len(plan) - len(runs)) * epochs
     if left and epoch_seconds:
       report(f'{np.median(epoch_seconds):.1f} s per epoch: about '
              f'{left * np.median(epoch_seconds) / 60:.0f} min for the {left} epochs left '
              '(less if a run diverges or stops after reaching 25%).')
-  ratio = result['ratio_tanh_to_relu']
-  report('tanh needs ' + (f'{ratio:.2f}x the epochs of ReLU to reach 25% (paper: 6x).'
+  result = _written(runs, settings, out)  # Also when all were done: summarised anew.
+  ratio, spread = result['ratio_tanh_to_relu'], result['ratio_tanh_to_relu_range']
+  seeds = (f', seed by seed {spread[0]:.2f}x to {spread[1]:.2f}x'
+           if ratio and len(result['ratio_tanh_to_relu_by_seed']) > 1 else '')
+  report('tanh needs ' + (f'{ratio:.2f}x the epochs of ReLU to reach 25%{seeds} (paper: 6x).'
                           if ratio else 'an unknown multiple: a net never reached 25% '
                           '(more --epochs, other learning rates).')
          + f' Written: {out}/figure1.png, {out}/figure1.json')
+  return result
+
+
+def _written(runs: list[dict], settings: dict, out: str) -> dict:
+  """The sweep so far, summarised and written to `out` (figure1.json, figure1.png)."""
+  result = summarise(runs, settings)
+  workdirs.Workdir(out).write_json('figure1.json', result)  # Whole: it records hours of runs.
+  draw_figure(os.path.join(out, 'figure1.png'), result)
   return result
 
 
