@@ -1,9 +1,12 @@
 """The paper's figures and tables reproduced: each a library function and a thin command.
 
   ablation_runner   the ablation study (§3.2-§4.2, §7): the baseline over several seeds,
-                    then the named variants of configs/ilsvrc2012.py, one run each
-  ablation_report   its report: errors, changes against the baseline and the paper's,
-                    the noise band of the seeds; a Markdown table and a chart
+                    then the named variants of configs/ilsvrc2012.py, over several seeds
+  ablation_report   its report: errors over the seeds, changes against the baseline with
+                    their intervals, and the paper's; Markdown tables and a chart
+  seed_statistics   mean and spread over seeds; Welch's interval for a difference
+  learning_curves   §4.2: a variant's training and validation error over the epochs beside
+                    the baseline's (overfitting without dropout), and where they cross
   bar_chart         grouped bar charts as PNG, drawn with Pillow
   conv1_kernels     Figure 3: a run's conv1 kernels, tower by tower, and §6.1's colour
                     specialisation of the towers measured
