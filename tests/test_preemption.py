@@ -69,6 +69,28 @@ def test_sigterm_saves_the_current_step_and_the_rerun_resumes(tmp_path):
   assert f'step {step + 2}/{step + 2}' in rerun.stdout
 
 
+def test_one_notice_delivered_twice_still_saves(tmp_path):
+  # A scheduler that signals the whole job while a launcher passes the signal on too
+  # (ablation_runner does): the run gets SIGTERM twice, milliseconds apart. That is one
+  # notice, not a second one that would abort without saving. 50 ms: the loop has taken
+  # the first by then, and whether the watchdog or the loop sees the second first, each
+  # must count it as the same notice.
+  def twice(proc):
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+
+  workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
+  proc, out, err = signalled_at_step_3(command(workdir, data_dir, 1000), twice)
+  assert proc.returncode == preemption.EXIT_CODE, out[-3000:] + err[-3000:]
+  saved_line = [l for l in out.splitlines() if l.startswith('Preempted: saved step ')]
+  assert saved_line, out[-3000:] + err[-3000:]
+  assert 'the run is stuck' not in err, err[-3000:]
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  assert ckpt.all_steps() == [int(saved_line[0].split()[3])]
+  ckpt.close()
+
+
 def test_ctrl_c_saves_quietly_even_with_grain_workers(tmp_path):
   workdir, data_dir = str(tmp_path / 'run'), str(tmp_path / 'data')
   # The whole session is signalled: a terminal's Ctrl-C reaches the Grain workers too.

@@ -46,7 +46,8 @@ started in a new --out (another machine, a fresh checkout) restores them from DI
 and runs only the rest; the runs must have the same config, but for the data's folders
 (the kept config.json files record them as placeholders). Ctrl-C
 reaches the run too: it saves its step and the study stops; SIGTERM (a scheduler's
-preemption) is passed on to it for the same.
+preemption) is passed on to it for the same (a run that gets it from the scheduler too
+counts the two as one notice: runtime/preemption.py).
 
 Before anything runs, every run's config is built here exactly as main.py will build it,
 and checked: the fields (preflight.py), that no override undoes its variant (one_tower's

@@ -13,7 +13,9 @@ loop nor a Python signal handler can act. This module watches from a thread of i
 - SIGINT and SIGTERM also wake this thread (through Python's wakeup file descriptor, which
   the C-level handler writes even while the main thread is stuck). If the main thread has
   not taken the signal within `signal_grace` seconds, it never will: the watchdog dumps
-  the stacks and exits with 128 + the signal.
+  the stacks and exits with 128 + the signal. A second signal of the kind, at least
+  `preemption.SAME_NOTICE_SECONDS` after the first, ends it at once (a person insists);
+  one sooner is the same notice delivered twice, as preemption.py counts it too.
 """
 
 import contextlib
@@ -26,6 +28,8 @@ import sys
 import threading
 import time
 from typing import Callable, TextIO
+
+from alexnet_jax.runtime import preemption
 
 HANG_EXIT_CODE = 75  # EX_TEMPFAIL: a temporary failure; rerunning the command resumes.
 _WATCHED = (signal.SIGINT, signal.SIGTERM)
@@ -50,7 +54,7 @@ class Watchdog:
     self._last = None  # When the current step started (None while paused).
     self._lock = threading.Lock()
     self._stop = threading.Event()
-    self._signals_seen = 0  # Signals the main thread has taken (`took_signal`).
+    self._signals_seen = 0  # Notices the main thread has taken (`took_signal`).
     self._read_fd = self._write_fd = None
     self._previous_wakeup = None
     self._thread = None
@@ -84,7 +88,8 @@ class Watchdog:
         self._last = time.monotonic()
 
   def took_signal(self) -> None:
-    """The main thread's signal handler calls this: it is alive and handling it."""
+    """The main thread's signal handler calls this for each notice (not for a repeat
+    within SAME_NOTICE_SECONDS): it is alive and handling it."""
     self._signals_seen += 1
 
   def __enter__(self) -> 'Watchdog':
@@ -107,18 +112,21 @@ class Watchdog:
         os.close(fd)
 
   def _watch(self) -> None:
-    arrived = []  # When each SIGINT/SIGTERM arrived, as (signal number, time).
+    arrived = []  # When each SIGINT/SIGTERM notice arrived, as (signal number, time).
     while not self._stop.is_set():
       if self._read_fd is not None and select.select([self._read_fd], [], [], 1.0)[0]:
         now = time.monotonic()
-        arrived += [(n, now) for n in os.read(self._read_fd, 64) if n in _WATCHED]
+        for n in os.read(self._read_fd, 64):
+          if n in _WATCHED and not any(
+              n == m and now - t < preemption.SAME_NOTICE_SECONDS for m, t in arrived):
+            arrived.append((n, now))
       elif self._read_fd is None:
         self._stop.wait(1.0)
       if self._stop.is_set():
         return
       now = time.monotonic()
       untaken = arrived[self._signals_seen:]
-      # A second signal the loop has not taken: the user insists; else wait for the grace.
+      # A second notice the loop has not taken: a person insists; else wait for the grace.
       if untaken and (len(untaken) > 1 or now - untaken[0][1] > self._signal_grace):
         signum = untaken[-1][0]
         self._give_up(128 + signum, f'{signal.Signals(signum).name} arrived '
