@@ -7,6 +7,7 @@ val tar `ILSVRC2012_val_<k>.JPEG` labelled by a ground-truth file (line k: wnid 
 image k), the format of `data.val_labels_file`.
 """
 
+import glob
 import io
 import os
 import re
@@ -356,12 +357,16 @@ def _prepare_command(config):
           '--config.data.mean=imagenet', '--config.data.worker_count=0']
 
 
-def _start_and_wait_for_a_unit(args):
+def _start_and_wait_for_a_unit(args, data_dir):
+  """Starts `args` and returns once its first unit is staged under `data_dir`: a unit's
+  file gets its name only when complete. (Not a progress line: those are throttled to one
+  every few seconds, and on an idle machine all 12 units are done before the first.)"""
   proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True)
-  for line in proc.stdout:
-    if re.match(r'\s+\d+ of \d+ units', line):  # Progress: units are done.
-      break
+  deadline = time.time() + 300
+  while not glob.glob(os.path.join(data_dir, '**', '*.array_record'), recursive=True):
+    assert proc.poll() is None and time.time() < deadline, 'no unit was staged'
+    time.sleep(0.02)
   return proc, psutil.Process(proc.pid).children(recursive=True)
 
 
@@ -381,14 +386,14 @@ def test_prepare_stops_at_ctrl_c_and_its_workers_never_outlive_it(tmp_path):
   _slow_folder(root)
   config = folder_config(tmp_path, root)
   # Killed outright: the converters die with it (they would convert for minutes).
-  proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
+  proc, children = _start_and_wait_for_a_unit(_prepare_command(config), config.data.data_dir)
   assert children
   proc.kill()
   proc.wait()
   assert _gone(children), [p.pid for p in children if p.is_running()]
   # Ctrl-C: stops at once (not after every queued unit), says so, keeps what is done.
   config.data.data_dir = str(tmp_path / 'fresh')  # All 12 units to convert again.
-  proc, children = _start_and_wait_for_a_unit(_prepare_command(config))
+  proc, children = _start_and_wait_for_a_unit(_prepare_command(config), config.data.data_dir)
   os.killpg(proc.pid, signal.SIGINT)
   out, _ = proc.communicate(timeout=60)
   assert proc.returncode == 128 + signal.SIGINT and 'rerun the same command' in out
